@@ -1,0 +1,1 @@
+"""Keras layers: cross (DCNv2), mask (MaskNet), hierarchical ensemble (DHEN) and MLP."""

@@ -1,0 +1,1 @@
+"""Scaling study, additivity analysis, warm-start study, benchmarks and the end-to-end demo."""
