@@ -13,7 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if os.environ["TF_USE_LEGACY_KERAS"].lower() not in ("1", "true"):
     raise ImportError(
-        f"cvr_tf needs the Keras 2 API but TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}; "
+        "cvr_tf needs the Keras 2 API but "
+        f"TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}; "
         "unset it or set TF_USE_LEGACY_KERAS=1 before starting Python."
     )
 
