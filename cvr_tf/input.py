@@ -1,0 +1,178 @@
+"""Reading the pipeline's TFRecord spans with ``tf.data``.
+
+The pipeline (:mod:`pipelines.build_tfrecords`) writes one span per day, TFX style::
+
+    <data_dir>/span=YYYY-MM-DD/train-SSSSS-of-NNNNN.tfrecord.gz
+    <data_dir>/span=YYYY-MM-DD/eval-SSSSS-of-NNNNN.tfrecord.gz
+    <data_dir>/span=YYYY-MM-DD/_SUCCESS          written last; only such spans are trusted
+
+This module owns that layout (the pipeline imports it from here, so writer and reader cannot
+drift apart) and turns a date range of spans into batches of parsed features.
+
+Example:
+
+    spec = resolve_spec("")
+    dataset = make_dataset("/data/spans", date(2026, 1, 5), date(2026, 1, 18), spec,
+                           batch_size=1024, num_epochs=None)
+    features = next(iter(dataset))     # {"item_id": <tf.Tensor [1024] string>, ...}
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+from absl import logging
+
+from cvr_tf.compat import tf
+from cvr_tf.features import FeatureSpec
+
+SPAN_PREFIX = "span="
+SUCCESS_FILE = "_SUCCESS"
+SPLITS = ("train", "eval")
+RECORD_SUFFIX = ".tfrecord.gz"
+
+
+def span_dirname(day: datetime.date) -> str:
+    """Directory name of a day's span: ``span=YYYY-MM-DD``."""
+    return f"{SPAN_PREFIX}{day.isoformat()}"
+
+
+def span_path(data_dir: str | os.PathLike, day: datetime.date) -> str:
+    """Path of a day's span under ``data_dir``."""
+    return os.path.join(os.fspath(data_dir), span_dirname(day))
+
+
+def shard_filename(split: str, shard: int, num_shards: int) -> str:
+    """``{split}-SSSSS-of-NNNNN.tfrecord.gz``, the name of one shard of a span."""
+    return f"{split}-{shard:05d}-of-{num_shards:05d}{RECORD_SUFFIX}"
+
+
+def is_complete_span(path: str | os.PathLike) -> bool:
+    """True when the span directory holds ``_SUCCESS``, which the pipeline writes last."""
+    return os.path.isfile(os.path.join(os.fspath(path), SUCCESS_FILE))
+
+
+def days_in_range(start: datetime.date, end: datetime.date) -> list[datetime.date]:
+    """Every day from ``start`` to ``end``, both included."""
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}; pass start <= end")
+    return [start + datetime.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def list_spans(data_dir: str | os.PathLike, start: datetime.date,
+               end: datetime.date) -> list[str]:
+    """Complete span directories for the days ``start..end`` (inclusive), oldest first.
+
+    Days whose span is missing or incomplete (no ``_SUCCESS``: a killed or running pipeline)
+    are logged and left out.
+
+    Raises:
+      FileNotFoundError: no complete span in the range; the message lists the missing and
+        incomplete days and how to build them.
+    """
+    data_dir = os.fspath(data_dir)
+    spans, missing, incomplete = [], [], []
+    for day in days_in_range(start, end):
+        path = span_path(data_dir, day)
+        if is_complete_span(path):
+            spans.append(path)
+        elif os.path.isdir(path):
+            incomplete.append(day.isoformat())
+        else:
+            missing.append(day.isoformat())
+    problems = []
+    if missing:
+        problems.append(f"missing days: {', '.join(missing)}")
+    if incomplete:
+        problems.append(f"incomplete spans (no {SUCCESS_FILE}): {', '.join(incomplete)}")
+    if not spans:
+        raise FileNotFoundError(
+            f"no complete span in {data_dir} for {start}..{end} ({'; '.join(problems)}); build "
+            f"them with `python -m pipelines.build_tfrecords --output={data_dir} "
+            f"--start_date={start} --end_date={end} --logs=...`")
+    if problems:
+        logging.warning("Spans %s..%s in %s: using %d complete span(s); %s.", start, end, data_dir,
+                        len(spans), "; ".join(problems))
+    return spans
+
+
+def span_files(spans: list[str], split: str) -> list[str]:
+    """The ``split`` shard files of the given span directories, in span then shard order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    files = []
+    for span in spans:
+        files.extend(sorted(os.path.join(span, name) for name in os.listdir(span)
+                            if name.startswith(f"{split}-") and name.endswith(RECORD_SUFFIX)))
+    return files
+
+
+def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetime.date,
+                 spec: FeatureSpec, split: str = "train", batch_size: int = 1024,
+                 shuffle: bool = True, num_epochs: int | None = 1, seed: int = 0,
+                 drop_remainder: bool = False, deterministic: bool | None = None,
+                 shuffle_buffer_size: int | None = None, cycle_length: int = 4,
+                 block_length: int = 64, options: tf.data.Options | None = None
+                 ) -> tf.data.Dataset:
+    """Batches of parsed features from the complete spans of ``start..end``.
+
+    Files are read interleaved (``cycle_length`` at a time, in parallel), records are shuffled
+    in a buffer, batched, then parsed a whole batch at a time with ``tf.io.parse_example`` (one
+    op per batch instead of one per record), and prefetched.
+
+    Args:
+      data_dir: the pipeline's ``--output`` directory.
+      start: first day, inclusive.
+      end: last day, inclusive.
+      spec: feature spec; every column of ``spec.parsing_spec()`` is parsed (features including
+        ``train_only`` ones, the group key, the label and the weight).
+      split: ``train`` or ``eval``.
+      batch_size: examples per batch.
+      shuffle: shuffle file order and records (each epoch anew).
+      num_epochs: passes over the data; None repeats forever.
+      seed: seed of both shuffles.
+      drop_remainder: drop the last, smaller batch.
+      deterministic: element order of the parallel stages; None keeps tf.data's default
+        (deterministic unless ``options`` say otherwise).
+      shuffle_buffer_size: records in the shuffle buffer (default ``max(10_000, 4 *
+        batch_size)``).
+      cycle_length: files read at the same time.
+      block_length: consecutive records taken from one file before moving to the next.
+      options: ``tf.data.Options`` applied to the result.
+
+    Returns:
+      A dataset of dicts ``column -> tensor [batch]``.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if num_epochs is not None and num_epochs <= 0:
+        raise ValueError(f"num_epochs must be positive or None (forever), got {num_epochs}")
+    files = span_files(list_spans(data_dir, start, end), split)
+    if not files:
+        raise FileNotFoundError(
+            f"the complete spans of {start}..{end} in {os.fspath(data_dir)} hold no {split!r} "
+            "shards; rebuild them with pipelines.build_tfrecords --overwrite")
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        cycle_length=min(cycle_length, len(files)), block_length=block_length,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if shuffle:
+        buffer = shuffle_buffer_size or max(10_000, 4 * batch_size)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat(num_epochs)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    parsing_spec: dict[str, Any] = spec.parsing_spec()
+    dataset = dataset.map(lambda records: tf.io.parse_example(records, parsing_spec),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(options) if options is not None else dataset
+
+
+__all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "days_in_range",
+           "is_complete_span", "list_spans", "make_dataset", "shard_filename", "span_dirname",
+           "span_files", "span_path"]

@@ -1,0 +1,150 @@
+"""One chunk of a day's impressions -> encoded shards, statistics, token counts, dead letters.
+
+The per-chunk work of the pipeline, free of Beam so it can be called and tested directly:
+
+    raw rows --validate--> good rows + dead letters
+             --label-----> converted (attribution join, or a label column of the logs)
+             --hash------> split (train/eval) and shard of each row, by request
+             --encode----> serialized tf.Examples (tfx-bsl, whole table at once)
+             --count-----> vocabulary token counts of the train rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from cvr_tf.features import FeatureSpec
+from cvr_tf.vocabulary import TokenCounts, count_tokens
+from pipelines.encode import ExampleEncoder, eval_mask, request_hashes, shard_indices
+from pipelines.labels import ITEM_ID, JOIN_KEYS, REQUEST_ID, TS, attribute_conversions
+from pipelines.spans import SpanStats
+from pipelines.validation import LABEL, TIMESTAMP, ColumnRule, Validated, spec_rules, validate
+
+
+@dataclasses.dataclass
+class ChunkOutput:
+    """What one chunk contributes to its span.
+
+    Attributes:
+      shards: ``(split, shard) -> serialized tf.Examples`` (only non-empty groups).
+      stats: row accounting of the chunk.
+      token_counts: table -> token -> count over the chunk's train rows.
+      rejected: dead-letter rows.
+    """
+
+    shards: dict[tuple[str, int], np.ndarray]
+    stats: SpanStats
+    token_counts: TokenCounts
+    rejected: pa.Table
+
+
+class ImpressionProcessor:
+    """Turns chunks of impressions into :class:`ChunkOutput` (picklable, for Beam workers).
+
+    Args:
+      spec: the feature spec; examples get exactly ``spec.log_columns()``.
+      attribution_days: conversion window of the label join.
+      label_column: take the label from this impressions column instead of the join.
+      eval_fraction: share of requests in the eval split.
+    """
+
+    def __init__(self, spec: FeatureSpec, attribution_days: int = 3,
+                 label_column: str | None = None, eval_fraction: float = 0.1):
+        self.spec = spec
+        self.attribution_days = attribution_days
+        self.label_column = label_column
+        self.eval_fraction = eval_fraction
+        self._encoder = ExampleEncoder(spec.log_columns(), spec.tfmd_schema())
+
+    def rules(self) -> list[ColumnRule]:
+        """Rules of every impressions column read: keys, ``ts``, the spec's columns, label."""
+        rules = {REQUEST_ID: ColumnRule(REQUEST_ID, self.key_dtypes()[REQUEST_ID]),
+                 TS: ColumnRule(TS, TIMESTAMP)}
+        if self.label_column is None:
+            rules[ITEM_ID] = ColumnRule(ITEM_ID, self.key_dtypes()[ITEM_ID])
+        for rule in spec_rules(self.spec):
+            rules.setdefault(rule.column, rule)
+        if self.label_column is not None:
+            rules[self.label_column] = ColumnRule(self.label_column, LABEL)
+        return list(rules.values())
+
+    def key_dtypes(self) -> dict[str, str]:
+        """dtypes of the join keys: the spec's when it reads them as features, else string."""
+        columns = self.spec.column_dtypes()
+        return {key: columns.get(key, "string") for key in JOIN_KEYS}
+
+    def required_columns(self) -> dict[str, str]:
+        """Column -> why it is read (for the error when the logs lack it)."""
+        reasons = {REQUEST_ID: "the pipeline needs (request key of the join)",
+                   ITEM_ID: "the pipeline needs (item key of the conversion join)",
+                   TS: "the pipeline needs (impression time, ms)"}
+        for f in self.spec.features:
+            reasons.setdefault(f.column, f"feature {f.name!r} of the spec reads")
+        reasons.setdefault(self.spec.group_key, "the spec's group_key names")
+        if self.spec.weight:
+            reasons.setdefault(self.spec.weight, "the spec's weight names")
+        if self.label_column is not None:
+            reasons[self.label_column] = "--label_column names"
+        return {rule.column: reasons[rule.column] for rule in self.rules()}
+
+    def process(self, table: pa.Table, day: datetime.date, conversions: pa.Table | None,
+                num_shards: int) -> ChunkOutput:
+        """Validates, labels, splits, encodes and counts one chunk of ``day``'s impressions.
+
+        Args:
+          table: impressions as read (at least the :meth:`required_columns`).
+          day: the partition's day.
+          conversions: distinct conversions of days ``day .. day + attribution_days``
+            (ignored with a label column).
+          num_shards: shards per split of the span.
+        """
+        validated = validate(table, self.rules(), day)
+        rows = validated.rows
+        if self.label_column is not None:
+            labels = rows.column(self.label_column).to_numpy()
+        elif conversions is None:
+            labels = np.zeros(rows.num_rows, dtype=np.int64)
+        else:
+            labels = attribute_conversions(rows, conversions, self.attribution_days)
+        hashes = request_hashes(rows.column(self.spec.group_key))
+        is_eval = eval_mask(hashes, self.eval_fraction)
+        examples = pa.table({
+            column: pa.array(labels) if column == self.spec.label else rows.column(column)
+            for column in self.spec.log_columns()})
+        records = self._encoder.encode(examples)
+        return ChunkOutput(
+            shards=_group_by_shard(records, is_eval, shard_indices(hashes, num_shards)),
+            stats=_stats(validated, labels, is_eval),
+            token_counts=count_tokens(rows.filter(pa.array(~is_eval)), self.spec),
+            rejected=validated.rejected)
+
+
+def _group_by_shard(records: np.ndarray, is_eval: np.ndarray, shards: np.ndarray
+                    ) -> dict[tuple[str, int], np.ndarray]:
+    """Records grouped by (split, shard), each group in row order."""
+    group = is_eval.astype(np.int64) * (int(shards.max(initial=0)) + 1) + shards
+    order = np.argsort(group, kind="stable")
+    boundaries = np.flatnonzero(np.diff(group[order])) + 1
+    out = {}
+    for positions in np.split(order, boundaries):
+        if len(positions):
+            first = positions[0]
+            out[("eval" if is_eval[first] else "train", int(shards[first]))] = records[positions]
+    return out
+
+
+def _stats(validated: Validated, labels: np.ndarray, is_eval: np.ndarray) -> SpanStats:
+    written = validated.rows.num_rows
+    rejected = validated.rejected.num_rows
+    return SpanStats(
+        rows_in=written + rejected, rows_written=written, rows_rejected=rejected,
+        rejected_by_reason=validated.rejected_counts(), positives=int(labels.sum()),
+        train_rows=int((~is_eval).sum()), eval_rows=int(is_eval.sum()),
+        train_positives=int(labels[~is_eval].sum()), eval_positives=int(labels[is_eval].sum()))
+
+
+__all__ = ["ChunkOutput", "ImpressionProcessor"]

@@ -1,0 +1,269 @@
+"""The Beam graph of the span pipeline; elements are Arrow tables, never rows.
+
+::
+
+    conversion row groups -> read -> validate -> distinct per day ---------+ (side input)
+    impression row groups -> read -> validate, label, split, encode, count -> part files;
+        group by (day, split, shard) -> assemble shard -+-> per day: stats, token counts,
+                                                        |   dead letters, _SUCCESS, publish
+    unknown date partitions and rejected conversions -> dead_letter/<kind>/<partition>.jsonl,
+                                                        and a report per partition
+
+Keys are strings (ISO days), so every runner has a deterministic key coder. Each stage logs a
+progress line per element. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+from absl import logging
+
+from cvr_tf.input import span_path
+from cvr_tf.vocabulary import merge_token_counts
+from pipelines.chunks import ImpressionProcessor
+from pipelines.labels import TS, conversion_days, distinct_conversions
+from pipelines.log_reader import ReadTask, read_batches
+from pipelines.spans import (
+    RUN_DEAD_LETTER_DIR,
+    assemble_shard,
+    complete_span,
+    merge_stats,
+    part_path,
+    publish_span,
+    staging_dir,
+    temp_root,
+    write_dead_letters,
+    write_records,
+)
+from pipelines.validation import TIMESTAMP, ColumnRule, validate
+
+REPORTS_DIR = "partition_reports"  # under the run's staging root: one JSON per partition
+
+
+@dataclasses.dataclass
+class SpanGraph:
+    """The Beam graph of one run (see the module docstring).
+
+    Attributes:
+      processor: the per-chunk work.
+      output: the spans' directory.
+      run_id: names the run's staging directory.
+      shards: ISO day -> shards per split, for the days to build.
+      batch_rows: most rows in one element.
+    """
+
+    processor: ImpressionProcessor
+    output: str
+    run_id: str
+    shards: dict[str, int]
+    batch_rows: int
+
+    def expand(self, pipeline: beam.Pipeline, impressions: list[ReadTask],
+               conversions: list[ReadTask], unknown: list[ReadTask]) -> None:
+        """Adds the transforms reading the given row groups to ``pipeline``."""
+        read_columns = [rule.column for rule in self.processor.rules()]
+        conversion_rules = [ColumnRule(key, dtype) for key, dtype in
+                            self.processor.key_dtypes().items()] + [ColumnRule(TS, TIMESTAMP)]
+        conversion_chunks = (
+            pipeline | "PlanConversions" >> beam.Create(conversions, reshuffle=False)
+            | "ReadConversions" >> beam.FlatMap(_read, [r.column for r in conversion_rules],
+                                                self.batch_rows)
+            | "ValidateConversions" >> beam.ParDo(_ValidateConversions(conversion_rules))
+            .with_outputs("report", main="rows"))
+        conversions_by_day = (
+            conversion_chunks.rows | "GroupConversions" >> beam.GroupByKey()
+            | "DistinctConversions" >> beam.MapTuple(lambda day, parts: (
+                day, distinct_conversions(list(parts)))))
+        chunks = (
+            pipeline | "PlanImpressions" >> beam.Create(impressions)
+            | "ReadImpressions" >> beam.FlatMap(_read, read_columns, self.batch_rows)
+            | "ProcessImpressions" >> beam.ParDo(
+                _ProcessImpressions(self.processor, self.output, self.run_id, self.shards),
+                conversions=beam.pvalue.AsDict(conversions_by_day))
+            .with_outputs("stats", "tokens", "rejected", main="records"))
+        written = (chunks.records | "GroupShards" >> beam.GroupByKey()
+                   | "AssembleShards" >> beam.ParDo(_AssembleShard(self.output, self.run_id,
+                                                                   self.shards)))
+        per_day = {
+            "expected": pipeline | "Days" >> beam.Create([(d, None) for d in sorted(self.shards)]),
+            "written": written,
+            "stats": chunks.stats | "MergeStats" >> beam.CombinePerKey(merge_stats),
+            "tokens": chunks.tokens | "MergeTokenCounts" >> beam.CombinePerKey(
+                merge_token_counts),
+            "rejected": chunks.rejected,
+        }
+        _ = (per_day | "JoinPerDay" >> beam.CoGroupByKey()
+             | "CompleteSpans" >> beam.ParDo(_CompleteSpan(self.output, self.run_id, self.shards,
+                                                           self.processor)))
+        unknown_reports = (
+            pipeline | "PlanUnknownPartitions" >> beam.Create(unknown, reshuffle=False)
+            | "ReadUnknownPartitions" >> beam.FlatMap(_read, read_columns, self.batch_rows)
+            | "RejectUnknownPartitions" >> beam.Map(_reject_unknown))
+        _ = ((conversion_chunks.report, unknown_reports) | "Reports" >> beam.Flatten()
+             | "GroupReports" >> beam.GroupByKey()
+             | "WriteReports" >> beam.Map(_write_partition_report, self.output, self.run_id))
+
+
+def _read(task: ReadTask, columns: Sequence[str], batch_rows: int
+          ) -> Iterator[tuple[ReadTask, str, pa.Table]]:
+    for chunk_id, table in read_batches(task, columns, batch_rows):
+        logging.info("Read %s/%s %s chunk %s: %d rows.", task.partition.kind,
+                     task.partition.name, os.path.basename(task.path), chunk_id, table.num_rows)
+        yield task, chunk_id, table
+
+
+def _reject_unknown(element: tuple[ReadTask, str, pa.Table]) -> tuple[str, tuple]:
+    task, chunk_id, table = element
+    rejected = validate(table, [], None).rejected
+    return f"{task.partition.kind}/{task.partition.name}", (chunk_id, table.num_rows, rejected)
+
+
+class _ValidateConversions(beam.DoFn):
+    """Conversion chunks -> (day, valid keys and ts); a report of each chunk's rejects."""
+
+    def __init__(self, rules: list[ColumnRule]):
+        self._rules = rules
+
+    def process(self, element: tuple[ReadTask, str, pa.Table]):
+        task, chunk_id, table = element
+        validated = validate(table, self._rules, task.partition.day)
+        partition = f"{task.partition.kind}/{task.partition.name}"
+        yield beam.pvalue.TaggedOutput("report", (partition, (chunk_id, table.num_rows,
+                                                              validated.rejected)))
+        yield task.partition.day.isoformat(), validated.rows
+
+
+class _ProcessImpressions(beam.DoFn):
+    """Impression chunks -> part files per (day, split, shard), stats, token counts, dead letters.
+
+    The chunk's records of each shard are compressed here, in the parallel stage, into a part
+    file; only its path travels through the shuffle.
+    """
+
+    def __init__(self, processor: ImpressionProcessor, output: str, run_id: str,
+                 shards: Mapping[str, int]):
+        self._processor = processor
+        self._output, self._run_id, self._shards = output, run_id, dict(shards)
+        self._conversions: dict[str, pa.Table | None] = {}
+
+    def process(self, element: tuple[ReadTask, str, pa.Table], conversions: Mapping):
+        task, chunk_id, table = element
+        day = task.partition.day
+        key = day.isoformat()
+        out = self._processor.process(table, day, self._day_conversions(day, conversions),
+                                      self._shards[key])
+        staging = staging_dir(self._output, self._run_id, day)
+        for (split, shard), records in out.shards.items():
+            path = part_path(staging, split, shard, chunk_id)
+            write_records(path, records)
+            yield (key, split, shard), (chunk_id, path, len(records))
+        logging.info("Span %s chunk %s: %d rows in, %d written, %d rejected, %d positives.",
+                     key, chunk_id, out.stats.rows_in, out.stats.rows_written,
+                     out.stats.rows_rejected, out.stats.positives)
+        yield beam.pvalue.TaggedOutput("stats", (key, out.stats))
+        yield beam.pvalue.TaggedOutput("tokens", (key, out.token_counts))
+        if out.rejected.num_rows:
+            yield beam.pvalue.TaggedOutput("rejected", (key, (chunk_id, out.rejected)))
+
+    def _day_conversions(self, day: datetime.date, conversions: Mapping) -> pa.Table | None:
+        key = day.isoformat()
+        if self._processor.label_column is not None:
+            return None
+        if key not in self._conversions:
+            parts = [conversions[d.isoformat()]
+                     for d in conversion_days(day, self._processor.attribution_days)
+                     if d.isoformat() in conversions]
+            self._conversions[key] = distinct_conversions(parts) if parts else None
+        return self._conversions[key]
+
+
+class _AssembleShard(beam.DoFn):
+    """Concatenates a shard's part files in chunk order."""
+
+    def __init__(self, output: str, run_id: str, shards: Mapping[str, int]):
+        self._output, self._run_id, self._shards = output, run_id, dict(shards)
+
+    def process(self, element):
+        (key, split, shard), parts = element
+        parts = sorted(parts)
+        staging = staging_dir(self._output, self._run_id, datetime.date.fromisoformat(key))
+        path = assemble_shard(staging, split, shard, self._shards[key],
+                              [path for _, path, _ in parts])
+        rows = sum(rows for _, _, rows in parts)
+        logging.info("Wrote %s: %d examples.", path, rows)
+        yield key, (split, shard, rows)
+
+
+class _CompleteSpan(beam.DoFn):
+    """Per day, after all its shards are written: metadata, ``_SUCCESS``, publish."""
+
+    def __init__(self, output: str, run_id: str, shards: Mapping[str, int],
+                 processor: ImpressionProcessor):
+        self._output, self._run_id, self._shards = output, run_id, dict(shards)
+        self._processor = processor
+
+    def process(self, element):
+        key, grouped = element
+        day = datetime.date.fromisoformat(key)
+        stats = merge_stats(grouped["stats"])
+        stats.check(f"span {key}")
+        written = sum(rows for _, _, rows in grouped["written"])
+        if written != stats.rows_written:
+            raise AssertionError(f"span {key}: {written} examples in shards but "
+                                 f"{stats.rows_written} rows written")
+        rejected = [table for _, table in sorted(grouped["rejected"], key=lambda p: p[0])]
+        processor = self._processor
+        metadata = {
+            "span": key, "run_id": self._run_id, "rows": dataclasses.asdict(stats),
+            "num_shards": self._shards[key], "eval_fraction": processor.eval_fraction,
+            "label": ({"column": processor.label_column} if processor.label_column else
+                      {"attribution_days": processor.attribution_days}),
+        }
+        counts = merge_token_counts(grouped["tokens"])
+        counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}
+        staging = staging_dir(self._output, self._run_id, day)
+        complete_span(staging, self._shards[key], metadata, counts, rejected)
+        publish_span(staging, span_path(self._output, day))
+        logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
+                     "rejected %s, %d positives.", key, stats.rows_in, stats.rows_written,
+                     stats.train_rows, stats.eval_rows, stats.rows_rejected,
+                     stats.rejected_by_reason, stats.positives)
+        yield key
+
+
+def _write_partition_report(element: tuple[str, Iterable], output: str, run_id: str) -> None:
+    """Dead letters and counts of a partition read outside any span."""
+    partition, chunks = element
+    chunks = sorted(chunks, key=lambda chunk: chunk[0])
+    rejected = [table for _, _, table in chunks if table.num_rows]
+    kind, name = partition.split("/", 1)
+    path = os.path.join(output, RUN_DEAD_LETTER_DIR, kind, f"{name}.jsonl")
+    if rejected:
+        write_dead_letters(path, rejected)
+    elif os.path.exists(path):
+        os.remove(path)
+    reasons: dict[str, int] = {}
+    for table in rejected:
+        for reason in table.column("reason").to_pylist():
+            reasons[reason] = reasons.get(reason, 0) + 1
+    report = {"kind": kind, "partition": name, "rows_in": sum(n for _, n, _ in chunks),
+              "rows_rejected": sum(t.num_rows for t in rejected),
+              "rejected_by_reason": dict(sorted(reasons.items())),
+              "dead_letter": path if rejected else None}
+    reports = os.path.join(temp_root(output, run_id), REPORTS_DIR)
+    os.makedirs(reports, exist_ok=True)
+    with open(os.path.join(reports, f"{kind}-{name}.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+    if rejected:
+        logging.warning("%s: %d of %d rows rejected (%s); see %s.", partition,
+                        report["rows_rejected"], report["rows_in"], reasons, path)
+
+
+__all__ = ["REPORTS_DIR", "SpanGraph"]

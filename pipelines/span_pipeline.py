@@ -1,0 +1,253 @@
+"""The span pipeline: a window of search logs -> daily TFRecord spans, vocabularies, statistics.
+
+:func:`build_spans` plans on the driver (partitions, Parquet footers and required columns, which
+spans to build, shards per span), runs one Beam pipeline (:class:`pipelines.span_graph.SpanGraph`,
+whose elements are Arrow tables, never rows), then writes the window's vocabularies,
+``schema.pbtxt`` and the run summary ``stats.json``.
+
+Without ``--runner`` the pipeline runs on Beam's FnApiRunner in this process
+(``--direct_num_workers`` with ``--direct_running_mode=multi_threading`` or ``multi_processing``
+adds local workers); any other runner (Flink, Spark, Dataflow) is chosen with the usual Beam
+options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+from absl import logging
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from google.protobuf import text_format
+
+from cvr_tf.features import FeatureSpec, default_spec
+from cvr_tf.input import days_in_range
+from cvr_tf.vocabulary import vocabulary_dir, window_vocabularies, write_vocabularies
+from pipelines.chunks import ImpressionProcessor
+from pipelines.labels import JOIN_KEYS, TS, conversion_days
+from pipelines.log_reader import (
+    CONVERSIONS,
+    IMPRESSIONS,
+    Partition,
+    ReadTask,
+    check_columns,
+    list_partitions,
+    plan_reads,
+)
+from pipelines.span_graph import REPORTS_DIR, SpanGraph
+from pipelines.spans import (
+    SpanStats,
+    merge_stats,
+    plan_spans,
+    read_span_stats,
+    remove_stale_staging,
+    temp_root,
+)
+
+DEFAULT_BATCH_ROWS = 100_000
+ROWS_PER_SHARD = 1_000_000  # automatic --num_shards: one shard per this many rows of a day
+SCHEMA_FILE = "schema.pbtxt"
+RUN_STATS_FILE = "stats.json"
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a :func:`build_spans` run did (also written to ``<output>/stats.json``).
+
+    Attributes:
+      start: first day of the window (ISO).
+      end: last day of the window (ISO).
+      built: days whose span this run wrote.
+      skipped: days whose complete span was kept (no ``--overwrite``).
+      missing_days: days without an impressions partition (no span).
+      spans: day -> that span's statistics, for every complete span of the window.
+      totals: the sum of ``spans`` (``rows_in == rows_written + rows_rejected``).
+      partitions: ``<kind>/<partition>`` -> rows read and rejected outside spans (conversions
+        read for the join, unknown date partitions).
+      vocab_dir: where the window's vocabularies are.
+      vocabulary_sizes: table -> tokens written.
+      wall_seconds: wall time of the run.
+      rows_per_second: impression rows of the built spans per wall second.
+    """
+
+    start: str
+    end: str
+    built: list[str]
+    skipped: list[str]
+    missing_days: list[str]
+    spans: dict[str, dict]
+    totals: dict
+    partitions: dict[str, dict]
+    vocab_dir: str
+    vocabulary_sizes: dict[str, int]
+    wall_seconds: float
+    rows_per_second: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datetime.date,
+                end: datetime.date, spec: FeatureSpec | None = None, *,
+                attribution_days: int = 3, label_column: str | None = None,
+                eval_fraction: float = 0.1, num_shards: int = 0, overwrite: bool = False,
+                batch_rows: int = DEFAULT_BATCH_ROWS,
+                pipeline_options: PipelineOptions | None = None) -> RunSummary:
+    """Builds the daily spans of ``start..end`` from the logs (see the module docstring).
+
+    Args:
+      logs: directory with ``impressions/`` and ``conversions/`` date partitions.
+      output: directory of the spans.
+      start: first day, inclusive.
+      end: last day, inclusive.
+      spec: feature spec (default: the simulator's, ``cvr_tf/specs/search_default.json``).
+      attribution_days: a conversion counts when at most this many days after the impression.
+      label_column: take the label from this impressions column and skip the join.
+      eval_fraction: share of requests in the eval split.
+      num_shards: shards per split and span; 0 picks one per ``ROWS_PER_SHARD`` rows of the day.
+      overwrite: rebuild complete spans instead of skipping them.
+      batch_rows: most rows in one Beam element (an Arrow table).
+      pipeline_options: Beam options; None runs in this process on the FnApiRunner.
+
+    Returns:
+      The run summary.
+
+    Raises:
+      LogSchemaError: a needed column is absent from a log file (raised before any work).
+      FileNotFoundError: no impressions partition for any day of the window.
+    """
+    _check_arguments(attribution_days, eval_fraction, num_shards, batch_rows)
+    began = time.perf_counter()
+    spec = spec or default_spec()
+    output = os.fspath(output)
+    os.makedirs(output, exist_ok=True)
+    remove_stale_staging(output)
+    days = days_in_range(start, end)
+    impressions = list_partitions(logs, IMPRESSIONS)
+    by_day = {p.day: p for p in impressions if p.day is not None}
+    unknown = [p for p in impressions if p.day is None]
+    build, skipped = plan_spans(output, days, overwrite)
+    missing = [d for d in days if d not in by_day and d not in skipped]
+    if missing:
+        logging.warning("No impressions partition for %s in %s: no span for these days.",
+                        ", ".join(map(str, missing)), logs)
+    build = [d for d in build if d in by_day]
+    if not build and not skipped:
+        root = os.path.join(os.fspath(logs), IMPRESSIONS)
+        raise FileNotFoundError(f"no impressions partition date=YYYY-MM-DD in {root} for any "
+                                f"day of {start}..{end}; check --logs and the dates")
+
+    processor = ImpressionProcessor(spec, attribution_days, label_column, eval_fraction)
+    check_columns([by_day[d] for d in build], processor.required_columns())
+    conversion_parts: list[Partition] = []
+    if label_column is None:
+        conversions = list_partitions(logs, CONVERSIONS)
+        needed = {c for d in build for c in conversion_days(d, attribution_days)}
+        conversion_parts = [p for p in conversions if p.day in needed]
+        unknown += [p for p in conversions if p.day is None]
+        _warn_missing_conversions(build, conversion_parts, attribution_days)
+        check_columns(conversion_parts, {c: "the conversion join needs" for c in (*JOIN_KEYS, TS)})
+
+    impression_tasks = plan_reads([by_day[d] for d in build])
+    shards = {d.isoformat(): num_shards or _auto_shards(impression_tasks, d) for d in build}
+    run_id = f"{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    logging.info("Building %d span(s) (%d row groups of impressions, %d conversion partitions, "
+                 "%d unknown date partitions); skipping %d complete span(s). Run %s.",
+                 len(build), len(impression_tasks), len(conversion_parts), len(unknown),
+                 len(skipped), run_id)
+    if build or unknown:
+        graph = SpanGraph(processor=processor, output=output, run_id=run_id, shards=shards,
+                          batch_rows=batch_rows)
+        with _make_pipeline(pipeline_options) as pipeline:
+            graph.expand(pipeline, impression_tasks, plan_reads(conversion_parts),
+                         plan_reads(unknown))
+        logging.info("Beam pipeline done in %.1f s.", time.perf_counter() - began)
+
+    reports = _read_partition_reports(temp_root(output, run_id))
+    _write_schema(output, spec)
+    vocab_dir = vocabulary_dir(output, start, end)
+    vocabularies = window_vocabularies(output, spec, start, end)
+    write_vocabularies(vocab_dir, vocabularies)
+    logging.info("Vocabularies of %s..%s written to %s: %s.", start, end, vocab_dir,
+                 ", ".join(f"{t}={len(v)}" for t, v in vocabularies.items()))
+    spans = {d.isoformat(): read_span_stats(output, d) for d in sorted(build + skipped)}
+    totals = merge_stats(SpanStats(**s["rows"]) for s in spans.values())
+    wall = time.perf_counter() - began
+    rows_built = sum(spans[d.isoformat()]["rows"]["rows_in"] for d in build)
+    summary = RunSummary(
+        start=start.isoformat(), end=end.isoformat(), built=[d.isoformat() for d in build],
+        skipped=[d.isoformat() for d in skipped], missing_days=[d.isoformat() for d in missing],
+        spans=spans, totals=dataclasses.asdict(totals), partitions=reports, vocab_dir=vocab_dir,
+        vocabulary_sizes={t: len(v) for t, v in vocabularies.items()}, wall_seconds=wall,
+        rows_per_second=rows_built / wall if wall > 0 else 0.0)
+    with open(os.path.join(output, RUN_STATS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(summary.to_dict(), handle, indent=2)
+        handle.write("\n")
+    shutil.rmtree(temp_root(output, run_id), ignore_errors=True)
+    logging.info("Done: built %d, skipped %d span(s); %d rows in, %d written, %d rejected; "
+                 "%.0f rows/s.", len(build), len(skipped), totals.rows_in, totals.rows_written,
+                 totals.rows_rejected, summary.rows_per_second)
+    return summary
+
+
+def _check_arguments(attribution_days: int, eval_fraction: float, num_shards: int,
+                     batch_rows: int) -> None:
+    if attribution_days < 0:
+        raise ValueError(f"attribution_days must be >= 0, got {attribution_days}")
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
+    if num_shards < 0:
+        raise ValueError(f"num_shards must be >= 0 (0: automatic), got {num_shards}")
+    if batch_rows <= 0:
+        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+
+
+def _warn_missing_conversions(build: Sequence[datetime.date], present: Sequence[Partition],
+                              attribution_days: int) -> None:
+    have = {p.day for p in present}
+    for day in build:
+        absent = [d for d in conversion_days(day, attribution_days) if d not in have]
+        if absent:
+            logging.warning("Span %s: no conversions partition for %s; its labels miss any "
+                            "conversion on those days.", day, ", ".join(map(str, absent)))
+
+
+def _auto_shards(tasks: Iterable[ReadTask], day: datetime.date) -> int:
+    rows = sum(t.rows for t in tasks if t.partition.day == day)
+    return max(1, math.ceil(rows / ROWS_PER_SHARD))
+
+
+def _make_pipeline(options: PipelineOptions | None) -> beam.Pipeline:
+    options = options or PipelineOptions([])
+    if options.view_as(StandardOptions).runner is None:
+        return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return beam.Pipeline(options=options)
+
+
+def _write_schema(output: str, spec: FeatureSpec) -> None:
+    path = os.path.join(output, SCHEMA_FILE)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.write(text_format.MessageToString(spec.tfmd_schema()))
+    os.replace(f"{path}.tmp", path)
+
+
+def _read_partition_reports(root: str) -> dict[str, dict]:
+    directory = os.path.join(root, REPORTS_DIR)
+    reports = {}
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        with open(os.path.join(directory, name), encoding="utf-8") as handle:
+            report = json.load(handle)
+        reports[f"{report['kind']}/{report['partition']}"] = report
+    return reports
+
+
+__all__ = ["DEFAULT_BATCH_ROWS", "ROWS_PER_SHARD", "RunSummary", "SCHEMA_FILE", "build_spans"]
