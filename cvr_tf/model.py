@@ -102,6 +102,10 @@ class CVRModel(keras.Model):
                                           name="bias_tower")
         # Every weight exists now (the parts are functional models built above).
         self.built = True
+        # Every replica returns the same logs (metrics aggregate over replicas, the loss is
+        # averaged in train_step): "first" keeps fit from summing them over workers, which its
+        # "auto" reduction does under MultiWorkerMirroredStrategy.
+        self.distribute_reduction_method = "first"
 
     # ------------------------------------------------------------------------------------------
     # Forward passes
@@ -149,6 +153,8 @@ class CVRModel(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(replica_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # log the global batch's loss
+            loss = tf.distribute.get_replica_context().all_reduce("SUM", replica_loss)
         return self._update_metrics(loss, labels, logits)
 
     def test_step(self, data: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

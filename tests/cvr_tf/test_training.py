@@ -1,0 +1,174 @@
+"""Training job: a run on simulated spans, bad configs, resume after a kill, NaN, warm start."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cvr_tf import model_dir as model_dir_lib
+from cvr_tf import training
+from cvr_tf import warm_start as warm_start_lib
+from cvr_tf.callbacks import NaNLossError
+from cvr_tf.compat import keras
+from cvr_tf.features import default_spec
+from cvr_tf.model import ModelConfig
+
+
+def _config(spans, model_dir, **overrides) -> training.TrainConfig:
+    values = dict(data_dir=spans.spans, model_dir=str(model_dir), train_start=spans.day(0),
+                  train_end=spans.day(3), eval_start=spans.day(4), eval_end=spans.day(5),
+                  batch_size=128, steps=12, log_every_steps=4, checkpoint_every_steps=4)
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(simulated_spans, tmp_path_factory):
+    config = _config(simulated_spans, tmp_path_factory.mktemp("dcnv2"), eval_every_steps=6)
+    return config, training.train(config)
+
+
+def test_run_writes_the_model_dir(trained):
+    config, record = trained
+    files = set(os.listdir(config.model_dir))
+    assert {"model_config.json", "vocab", "checkpoints", "logs", "run_config.json",
+            "metrics.json"} <= files
+    assert "backup" not in files  # BackupAndRestore clears its state after a finished run
+    assert model_dir_lib.latest_checkpoint(config.model_dir).endswith("ckpt-12")
+    metrics = model_dir_lib.read_json(model_dir_lib.path(config.model_dir, "metrics.json"))
+    assert metrics["train_steps"] == 12 and metrics["train_examples"] == 12 * 128
+    assert metrics["resumed_from_step"] == 0 and metrics["train_examples_per_second"] > 0
+    assert metrics["dense_flops_per_example"] == 459_430
+    assert set(metrics["eval"]) >= {"auc", "logloss", "mean_average_precision", "group_auc",
+                                    "calibration"}
+    assert metrics["eval"]["examples"] == 6000  # both splits of the two eval days
+    assert metrics["config"]["model"]["backbone"] == "dcnv2"
+    assert record["eval"] == metrics["eval"]
+    curve = metrics["eval_curve"]
+    assert [p["step"] for p in curve] == [6, 12]
+    assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
+    assert {k: v for k, v in curve[1].items() if k not in ("step", "train_seconds")} == (
+        metrics["eval"])
+    assert os.listdir(model_dir_lib.path(config.model_dir, "logs"))
+
+
+def test_rerun_of_a_finished_run_only_evaluates(trained):
+    config, record = trained
+    again = training.train(config)
+    assert again["resumed_from_step"] == 12
+    assert again["eval"]["logloss"] == pytest.approx(record["eval"]["logloss"], abs=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(model=ModelConfig(backbone="transformer")), "--backbone.*unknown backbone"),
+    (dict(eval_start="day3"), "eval window .* overlaps training window"),
+    (dict(train_start="day5", train_end="day4"), "--train_end .* is before --train_start"),
+    (dict(steps=0), "--steps must be positive"),
+    (dict(learning_rate=-1.0), "--learning_rate must be positive"),
+    (dict(warm_start_from="/nonexistent"), "--warm_start_from=/nonexistent is not a cvr_tf"),
+])
+def test_bad_configs_fail_before_any_work(simulated_spans, tmp_path, change, message):
+    change = {k: simulated_spans.day(int(v[3:])) if isinstance(v, str) and v.startswith("day")
+              else v for k, v in change.items()}
+    with pytest.raises(training.ConfigError, match=message):
+        training.check_config(_config(simulated_spans, tmp_path / "m", **change))
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_window_without_spans_names_the_days(simulated_spans, tmp_path):
+    config = _config(simulated_spans, tmp_path, eval_start=simulated_spans.day(10),
+                     eval_end=simulated_spans.day(11))
+    with pytest.raises(training.ConfigError, match="eval window: no complete span .*missing days"):
+        training.check_config(config)
+
+
+def _train_command(spans, model_dir, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cvr_tf.train", f"--data_dir={spans.spans}",
+            f"--model_dir={model_dir}", f"--train_start={spans.day(0)}",
+            f"--train_end={spans.day(3)}", f"--eval_start={spans.day(4)}",
+            f"--eval_end={spans.day(5)}", *extra]
+
+
+def test_cli_rejects_an_unknown_backbone(simulated_spans, tmp_path):
+    result = subprocess.run(_train_command(simulated_spans, tmp_path / "m", "--backbone=resnet"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "unknown backbone 'resnet'" in result.stderr
+    assert not os.path.exists(tmp_path / "m" / "checkpoints")
+
+
+def test_killed_run_resumes_and_reaches_the_same_step(simulated_spans, tmp_path):
+    model_dir = tmp_path / "m"
+    command = _train_command(simulated_spans, model_dir, "--steps=120", "--batch_size=32",
+                             "--checkpoint_every_steps=5", "--backbone=mlp")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = model_dir / "backup"
+    deadline = time.time() + 120
+    while not any("checkpoint" in files for _, _, files in os.walk(backup)):
+        assert process.poll() is None and time.time() < deadline, "no backup before the end"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (model_dir / "metrics.json").exists()
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] > 0
+    assert metrics["train_steps"] == 120
+    assert model_dir_lib.latest_checkpoint(model_dir).endswith("ckpt-120")
+
+
+def test_nan_loss_stops_the_run(simulated_spans, tmp_path):
+    # Adam's first update moves every weight by ~learning_rate: the second forward pass overflows.
+    config = _config(simulated_spans, tmp_path / "m", learning_rate=1e35,
+                     model=ModelConfig(backbone="mlp"))
+    with pytest.raises(NaNLossError, match="training loss became nan at step 2"):
+        training.train(config)
+    assert not (tmp_path / "m" / "metrics.json").exists()
+
+
+def test_warm_start_on_the_same_data_starts_at_the_old_loss(trained, simulated_spans):
+    config, record = trained
+    source = warm_start_lib.read_source_weights(config.model_dir)
+    spec_dict, model_config, vocabularies = model_dir_lib.read_model_definition(config.model_dir)
+    model = model_dir_lib.build_from_definition(spec_dict, model_config, vocabularies)
+    report = warm_start_lib.warm_start(model, source)
+    assert not report.fresh
+    assert all(c["tokens_new"] == 0 for c in report.remapped.values())
+    metrics = training.evaluate_window(model, config.data_dir, config.eval_start, config.eval_end,
+                                       default_spec())
+    assert metrics["logloss"] == pytest.approx(record["eval"]["logloss"], abs=1e-6)
+    keras.backend.clear_session()
+
+
+def test_warm_start_across_new_vocabulary_and_feature(trained, simulated_spans, tmp_path):
+    config, _ = trained
+    spec = default_spec().to_dict()
+    spec["features"].append({"name": "query_hashed", "kind": "categorical", "column": "query",
+                             "hash_buckets": 100, "embedding_dim": 4})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    # A later window: new items and queries enter the vocabularies, old ones drop out.
+    later = dataclasses.replace(
+        config, model_dir=str(tmp_path / "warm"), feature_spec=str(tmp_path / "spec.json"),
+        train_start=simulated_spans.day(1), train_end=simulated_spans.day(4),
+        eval_start=simulated_spans.day(5), eval_end=simulated_spans.day(5), steps=4,
+        warm_start_from=config.model_dir)
+    training.train(later)
+    report = model_dir_lib.read_json(os.path.join(later.model_dir, "warm_start.json"))
+    item = report["remapped"]["feature_embedding/item_id_embedding:0"]
+    assert item["tokens_carried"] > 0 and item["tokens_new"] > 0 and item["tokens_dropped"] > 0
+    assert "feature_embedding/query_hashed_embedding:0" in report["fresh"]
+    assert "feature_embedding/user_id_embedding:0" in report["carried"]
+    assert report["source"] == config.model_dir
+
+
+def test_mirrored_strategy_trains(simulated_spans, tmp_path):
+    record = training.train(_config(simulated_spans, tmp_path, strategy="mirrored", steps=3,
+                                    model=ModelConfig(backbone="mlp")))
+    assert record["train_steps"] == 3 and record["config"]["strategy"] == "mirrored"
