@@ -1,1 +1,1 @@
-"""Split SavedModel export, TF Serving configs, a local TF Serving-compatible gRPC server, client and load test."""
+"""Split SavedModel export, TF Serving configs, a local TF Serving gRPC server, client, loadtest."""

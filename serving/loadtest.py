@@ -1,0 +1,392 @@
+"""``python -m serving.loadtest``: closed- and open-loop load against a local server.
+
+* Closed loop: ``--concurrency`` clients each send a request, wait for the answer, and send the
+  next, as fast as the server allows. Measures capacity.
+* Open loop: requests leave at ``--qps`` regardless of answers, with Poisson (exponential gaps)
+  or fixed arrivals. A request's latency runs from its *intended* send time, so a stalled
+  server is charged for the requests it held up (no coordinated omission).
+
+Both stop by themselves after ``--duration_s`` or ``--num_requests``. Requests are synthesised
+from the signature's inputs (GetModelMetadata) with ``--candidates`` rows each, or read from a
+JSON/TFRecord file (:mod:`serving.request_files`). The report gives p50/p95/p99/max latency of
+successful requests in ms, achieved throughput in requests/s and candidates/s, and errors by gRPC
+status code; every request sent is either ``ok`` or counted in ``errors``. Load goes to
+127.0.0.1 only::
+
+    python -m serving.loadtest --server=127.0.0.1:8500 --model_name=cvr --mode=open --qps=200 \\
+        --candidates=100 --duration_s=30 --output_json=load.json
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+from absl import app, flags
+from tensorflow_serving.apis import predict_pb2
+
+from cvr_tf.compat import tf
+from serving.client import PredictionClient
+from serving.request_files import read_requests
+from serving.tensors import InputSpec
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+SYNTHETIC_REQUESTS = 32
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load run measured.
+
+    Attributes:
+        mode: ``closed`` or ``open``.
+        concurrency: Clients (closed loop).
+        target_qps: Intended request rate (open loop).
+        arrival: ``poisson`` or ``fixed`` (open loop).
+        requests: Requests sent; always ``ok + sum(errors.values())``.
+        ok: Requests answered successfully.
+        errors: gRPC status code name -> count.
+        candidates: Candidates scored in successful requests.
+        duration_s: From the first send to the last answer.
+        latency_ms: ``p50``, ``p95``, ``p99``, ``max``, ``mean`` of successful requests.
+        requests_per_s: Successful requests per second.
+        candidates_per_s: Candidates scored per second.
+    """
+
+    mode: str
+    concurrency: int
+    target_qps: float | None
+    arrival: str | None
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    candidates: int
+    duration_s: float
+    latency_ms: dict[str, float]
+    requests_per_s: float
+    candidates_per_s: float
+
+    def to_json(self) -> str:
+        """The report as a JSON object."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def table(self) -> str:
+        """The report as an aligned two-column text table."""
+        load = (
+            f"closed loop, {self.concurrency} clients"
+            if self.mode == "closed"
+            else f"open loop, {self.target_qps:g} QPS target, {self.arrival} arrivals"
+        )
+        errors = ", ".join(f"{code}={count}" for code, count in sorted(self.errors.items()))
+        latency = self.latency_ms
+        rows = [
+            ("load", load),
+            ("requests", f"{self.requests} sent, {self.ok} ok, {self.requests - self.ok} failed"),
+            ("errors", errors or "none"),
+            (
+                "latency (ms)",
+                f"p50 {latency['p50']:.2f}  p95 {latency['p95']:.2f}  p99 {latency['p99']:.2f}  "
+                f"max {latency['max']:.2f}",
+            ),
+            (
+                "throughput",
+                f"{self.requests_per_s:.1f} requests/s, {self.candidates_per_s:.0f} candidates/s",
+            ),
+            ("duration", f"{self.duration_s:.2f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def synthetic_requests(
+    specs: Mapping[str, InputSpec], candidates: int, count: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Random requests shaped by a signature: dimension 0 is ``candidates``, others 1 if free.
+
+    Strings are ``b"<input>_<k>"`` with ``k < 1000``, integers in ``[0, 100)``, floats in
+    ``[0, 100)``, so hashed or bucketized features see varied but plausible values.
+    """
+    rng = np.random.default_rng(seed)
+    requests = []
+    for _ in range(count):
+        request = {}
+        for name, spec in specs.items():
+            dims = spec.dims if spec.dims is not None else (-1,)
+            shape = tuple(
+                candidates if axis == 0 and size == -1 else max(size, 1)
+                for axis, size in enumerate(dims)
+            )
+            if spec.dtype == tf.string:
+                ids = rng.integers(0, 1000, shape)
+                values = np.vectorize(lambda k, n=name: f"{n}_{k}".encode(), otypes=[object])(ids)
+            elif spec.dtype.is_floating:
+                values = rng.uniform(0, 100, shape).astype(spec.dtype.as_numpy_dtype)
+            elif spec.dtype.is_bool:
+                values = rng.integers(0, 2, shape).astype(bool)
+            else:
+                values = rng.integers(0, 100, shape).astype(spec.dtype.as_numpy_dtype)
+            request[name] = values
+        requests.append(request)
+    return requests
+
+
+class _Recorder:
+    """Thread-safe tally of answers."""
+
+    def __init__(self) -> None:
+        self._answered = threading.Condition()
+        self.answers = 0
+        self.latencies: list[float] = []
+        self.candidates = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.last_answer = 0.0
+
+    def record(self, started: float, rows: int, error: grpc.RpcError | None) -> None:
+        now = time.perf_counter()
+        with self._answered:
+            self.answers += 1
+            self.last_answer = max(self.last_answer, now)
+            if error is None:
+                self.latencies.append(now - started)
+                self.candidates += rows
+            else:
+                self.errors[error.code().name] += 1
+            self._answered.notify_all()
+
+    def wait_for(self, answers: int) -> None:
+        """Blocks until ``answers`` answers were recorded (asynchronous calls)."""
+        with self._answered:
+            self._answered.wait_for(lambda: self.answers >= answers)
+
+
+def _check_loopback(target: str) -> None:
+    host = target.rsplit(":", 1)[0]
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(
+            f"load tests run against a local server only; got --server={target}, use "
+            "127.0.0.1:<port>"
+        )
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The requests of a run and when it ends; both loops draw request ``index`` from it."""
+
+    client: PredictionClient
+    requests: list[predict_pb2.PredictRequest]
+    rows: list[int]
+    start: float
+    deadline: float
+    budget: int
+    recorder: _Recorder
+
+    def request(self, index: int) -> tuple[predict_pb2.PredictRequest, int]:
+        position = index % len(self.requests)
+        return self.requests[position], self.rows[position]
+
+
+def _closed_loop(plan: _Plan, concurrency: int) -> None:
+    """``concurrency`` threads, each sending its next request when the previous one answered."""
+    counter = itertools.count()
+
+    def worker() -> None:
+        while time.perf_counter() < plan.deadline:
+            index = next(counter)
+            if index >= plan.budget:
+                return
+            request, rows = plan.request(index)
+            started = time.perf_counter()
+            try:
+                plan.client.predict_response(request)
+            except grpc.RpcError as error:
+                plan.recorder.record(started, 0, error)
+            else:
+                plan.recorder.record(started, rows, None)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _open_loop(plan: _Plan, qps: float, arrival: str, seed: int) -> None:
+    """Sends at intended times ``qps`` apart on average; latency counts from those times."""
+    rng = np.random.default_rng(seed)
+    sent = 0
+    intended = plan.start
+    for index in range(plan.budget):
+        intended += rng.exponential(1.0 / qps) if arrival == "poisson" else 1.0 / qps
+        if intended >= plan.deadline:
+            break
+        delay = intended - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        request, rows = plan.request(index)
+        plan.client.predict_future(request).add_done_callback(
+            lambda done, due=intended, rows=rows: plan.recorder.record(due, rows, done.exception())
+        )
+        sent += 1
+    plan.recorder.wait_for(sent)
+
+
+def run_load(
+    target: str,
+    model_name: str,
+    *,
+    signature_name: str = "serving_default",
+    mode: str = "closed",
+    concurrency: int = 8,
+    qps: float | None = None,
+    arrival: str = "poisson",
+    candidates: int = 100,
+    duration_s: float | None = 10.0,
+    num_requests: int | None = None,
+    requests: Sequence[Mapping[str, np.ndarray]] | None = None,
+    timeout_s: float = 5.0,
+    seed: int = 0,
+) -> LoadReport:
+    """Runs one load test and reports it.
+
+    Args:
+        target: ``127.0.0.1:<port>`` (load goes to the local machine only).
+        model_name: The model to call.
+        signature_name: The signature to call.
+        mode: ``closed`` (``concurrency`` clients back to back) or ``open`` (``qps`` arrivals).
+        concurrency: Clients of the closed loop.
+        qps: Target request rate of the open loop.
+        arrival: ``poisson`` or ``fixed`` inter-arrival times (open loop).
+        candidates: Rows per synthesised request (ignored with ``requests``).
+        duration_s: Stop sending after this long (``None``: only ``num_requests`` bounds it).
+        num_requests: Stop after this many requests (``None``: only ``duration_s`` bounds it).
+        requests: Requests to cycle through; ``None`` synthesises them from GetModelMetadata.
+        timeout_s: Deadline of each request.
+        seed: Seed of synthetic inputs and Poisson arrivals.
+
+    Returns:
+        The :class:`LoadReport`.
+
+    Raises:
+        ValueError: for a non-local target, an unknown mode or arrival, a missing ``qps`` in
+            open loop, or neither ``duration_s`` nor ``num_requests``.
+    """
+    _check_loopback(target)
+    if mode not in ("closed", "open") or arrival not in ("poisson", "fixed"):
+        raise ValueError(f"mode={mode!r} must be closed|open and arrival={arrival!r} poisson|fixed")
+    if mode == "open" and not qps:
+        raise ValueError("the open loop needs qps > 0")
+    if duration_s is None and num_requests is None:
+        raise ValueError("pass duration_s or num_requests so the load test ends")
+    with PredictionClient(
+        target, model_name, signature_name, timeout_s=timeout_s, max_retries=0
+    ) as client:
+        if requests is None:
+            requests = synthetic_requests(
+                client.input_specs(), candidates, SYNTHETIC_REQUESTS, seed
+            )
+        protos = [client.predict_request(features) for features in requests]
+        start = time.perf_counter()
+        plan = _Plan(
+            client=client,
+            requests=protos,
+            rows=[len(next(iter(features.values()))) for features in requests],
+            start=start,
+            deadline=start + duration_s if duration_s is not None else float("inf"),
+            budget=num_requests if num_requests is not None else sys.maxsize,
+            recorder=_Recorder(),
+        )
+        if mode == "closed":
+            _closed_loop(plan, concurrency)
+        else:
+            _open_loop(plan, qps, arrival, seed)
+    recorder = plan.recorder
+    duration = max(recorder.last_answer - start, 1e-9)
+    latencies = np.array(recorder.latencies) * 1e3
+    percentiles = dict.fromkeys(("p50", "p95", "p99", "max", "mean"), 0.0)
+    if latencies.size:
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
+        percentiles = {
+            "p50": p50,
+            "p95": p95,
+            "p99": p99,
+            "max": float(latencies.max()),
+            "mean": float(latencies.mean()),
+        }
+    ok = len(recorder.latencies)
+    return LoadReport(
+        mode=mode,
+        concurrency=concurrency if mode == "closed" else 0,
+        target_qps=qps if mode == "open" else None,
+        arrival=arrival if mode == "open" else None,
+        requests=ok + sum(recorder.errors.values()),
+        ok=ok,
+        errors=dict(recorder.errors),
+        candidates=recorder.candidates,
+        duration_s=duration,
+        latency_ms=percentiles,
+        requests_per_s=ok / duration,
+        candidates_per_s=recorder.candidates / duration,
+    )
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the job's flags (only when run as a program)."""
+    flags.DEFINE_string("server", "127.0.0.1:8500", "127.0.0.1:<port> of the server.")
+    flags.DEFINE_string("model_name", "cvr", "Model to call.")
+    flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
+    flags.DEFINE_enum("mode", "closed", ["closed", "open"], "Closed or open loop.")
+    flags.DEFINE_integer("concurrency", 8, "Clients of the closed loop.")
+    flags.DEFINE_float("qps", None, "Target requests/s of the open loop.")
+    flags.DEFINE_enum("arrival", "poisson", ["poisson", "fixed"], "Open-loop arrivals.")
+    flags.DEFINE_integer("candidates", 100, "Candidates per synthesised request.")
+    flags.DEFINE_float("duration_s", 10.0, "Seconds of load (0: bounded by --num_requests).")
+    flags.DEFINE_integer("num_requests", None, "Requests to send.")
+    flags.DEFINE_string("input", "", "JSON or TFRecord requests instead of synthetic ones.")
+    flags.DEFINE_string("group_key", "request_id", "Feature grouping TFRecord rows.")
+    flags.DEFINE_float("timeout_s", 5.0, "Deadline of each request.")
+    flags.DEFINE_integer("seed", 0, "Seed of synthetic inputs and arrivals.")
+    flags.DEFINE_string("output_json", "", "Also write the report here as JSON.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    requests = None
+    if FLAGS.input:
+        with PredictionClient(FLAGS.server, FLAGS.model_name, FLAGS.signature_name) as client:
+            _, requests = read_requests(FLAGS.input, client.input_specs(), FLAGS.group_key)
+    report = run_load(
+        FLAGS.server,
+        FLAGS.model_name,
+        signature_name=FLAGS.signature_name,
+        mode=FLAGS.mode,
+        concurrency=FLAGS.concurrency,
+        qps=FLAGS.qps,
+        arrival=FLAGS.arrival,
+        candidates=FLAGS.candidates,
+        duration_s=FLAGS.duration_s or None,
+        num_requests=FLAGS.num_requests,
+        requests=requests,
+        timeout_s=FLAGS.timeout_s,
+        seed=FLAGS.seed,
+    )
+    print(report.table())
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w", encoding="utf-8") as handle:
+            handle.write(report.to_json() + "\n")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,128 @@
+"""Warmup requests (``assets.extra/tf_serving_warmup_requests``): writing, replaying, and the
+synthetic request rows they are made of.
+
+TF Serving replays the PredictionLog records of the warmup file when it loads a version, before
+the version takes traffic, so that the first real requests do not pay for graph optimization,
+lazy table initialization or batch-size-specific kernels. The exporter writes one Predict
+request per signature and batch size (every allowed batch size of the in-graph batching, since
+padded batches run at those sizes); the local server replays them with :func:`warm_up`, as
+tensorflow_model_server does (at most :data:`MAX_WARMUP_RECORDS`, Predict/Classify/Regress).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+from cvr_tf.compat import tf
+from cvr_tf.features import FeatureSpec
+from serving import inference
+from serving.servable import Servable
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # tensorflow_model_server's limit
+
+
+def synthetic_features(
+    spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]], rows: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Plausible raw serving columns: vocabulary tokens, short texts, prices in range."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for f in spec.serving_features:
+        if f.column in columns:
+            continue
+        tokens = list(vocabularies.get(f.table or "", ())) or [f"{f.name}_{i}" for i in range(8)]
+        if f.kind == "categorical":
+            picks = rng.choice(len(tokens), size=rows)
+            values = [tokens[i] for i in picks]
+            columns[f.column] = (
+                np.array(values, dtype=np.int64)
+                if f.dtype == "int64"
+                else np.array([v.encode() for v in values], dtype=object)
+            )
+        elif f.kind == "text":
+            picks = rng.choice(len(tokens), size=(rows, 2))
+            columns[f.column] = np.array(
+                [f"{tokens[a]} {tokens[b]}".encode() for a, b in picks], dtype=object
+            )
+        else:
+            low = f.min_value if f.min_value is not None else 0.0
+            high = f.max_value if f.max_value is not None else low + 100.0
+            values = rng.uniform(low, high, size=rows)
+            columns[f.column] = (
+                np.round(values).astype(np.int64)
+                if f.dtype == "int64"
+                else values.astype(np.float32)
+            )
+    return columns
+
+
+def predict_request(
+    model_name: str, signature_name: str, inputs: Mapping[str, np.ndarray]
+) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def write_warmup_requests(
+    saved_model_dir: str | os.PathLike,
+    model_name: str,
+    requests: Iterable[tuple[str, Mapping[str, np.ndarray]]],
+) -> str:
+    """Writes ``(signature, inputs)`` pairs as PredictionLog records; returns the file path."""
+    directory = os.path.join(os.fspath(saved_model_dir), WARMUP_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=predict_request(model_name, signature, inputs)
+                )
+            )
+            writer.write(log.SerializeToString())
+    return path
+
+
+def warm_up(servable: Servable) -> int:
+    """Replays the version's warmup records against it; returns how many ran.
+
+    Raises:
+      ValueError: a record is not a Predict, Classify or Regress log, or there are more than
+        :data:`MAX_WARMUP_RECORDS` (the version then fails to load, as in TF Serving).
+      ServingError: a warmup request failed.
+    """
+    path = os.path.join(servable.path, WARMUP_DIR, WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(path):
+        count += 1
+        if count > MAX_WARMUP_RECORDS:
+            raise ValueError(
+                f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records, "
+                "TF Serving's limit; write fewer"
+            )
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        kind = log.WhichOneof("log_type")
+        if kind == "predict_log":
+            inference.predict(servable, log.predict_log.request)
+        elif kind == "classify_log":
+            inference.classify(servable, log.classify_log.request)
+        elif kind == "regress_log":
+            inference.regress(servable, log.regress_log.request)
+        else:
+            raise ValueError(
+                f"{path}: warmup record {count} is a {kind}; only predict, "
+                "classify and regress logs are supported"
+            )
+    return count

@@ -1,0 +1,174 @@
+"""Split SavedModel export: signature outputs, device pins, batching scopes, warmup, configs."""
+
+import os
+
+import numpy as np
+import pytest
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import prediction_log_pb2
+
+from cvr_tf import model_dir as model_dir_lib
+from cvr_tf.compat import keras, tf
+from cvr_tf.features import default_spec
+from cvr_tf.model import ModelConfig, build_model
+from serving import export, signatures, tf_serving_config, warmup
+
+SPEC = default_spec()
+VOCABS = {t: [f"tok{i}" for i in range(30)] for t in SPEC.vocabulary_tables()}
+SMALL_BATCHING = signatures.BatchingConfig(
+    max_batch_size=64, allowed_batch_sizes=(16, 64), batch_timeout_micros=100
+)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory) -> str:
+    """A model dir as the training job leaves it: definition, vocabularies, one checkpoint."""
+    path = str(tmp_path_factory.mktemp("model"))
+    keras.utils.set_random_seed(3)
+    model = build_model(SPEC, VOCABS, ModelConfig(backbone="dcnv2"))
+    model_dir_lib.save_model_definition(path, model)
+    manager = tf.train.CheckpointManager(
+        model_dir_lib.checkpoint(model), os.path.join(path, model_dir_lib.CHECKPOINT_DIR), 1
+    )
+    manager.save(checkpoint_number=7)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(trained_dir, tmp_path_factory) -> str:
+    base = str(tmp_path_factory.mktemp("export"))
+    return export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING)
+
+
+def _features(rows: int = 37) -> dict[str, np.ndarray]:
+    return warmup.synthetic_features(SPEC, VOCABS, rows, seed=11)
+
+
+@pytest.mark.parametrize("scope", ["dense", "whole", "none"])
+def test_signatures_equal_the_keras_model(trained_dir, tmp_path, scope):
+    path = export.export_model(
+        trained_dir,
+        str(tmp_path),
+        "cvr",
+        batching=SMALL_BATCHING.__class__(**{**SMALL_BATCHING.__dict__, "scope": scope}),
+    )
+    model = model_dir_lib.load_model(trained_dir)
+    loaded = tf.saved_model.load(path)
+    features = _features()
+    tensors = {c: tf.constant(v) for c, v in features.items()}
+    embeddings = loaded.signatures["embed"](**tensors)["embeddings"].numpy()
+    np.testing.assert_allclose(embeddings, model.embedding_part(tensors).numpy(), atol=1e-5)
+    dense = loaded.signatures["dense"](embeddings=tf.constant(embeddings))["probabilities"]
+    expected = model(tensors).numpy()
+    np.testing.assert_allclose(dense.numpy(), expected, atol=1e-5)
+    served = loaded.signatures["serving_default"](**tensors)["probabilities"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    big = {c: tf.constant(v) for c, v in _features(150).items()}
+    if scope == "none":
+        np.testing.assert_allclose(
+            loaded.signatures["serving_default"](**big)["probabilities"],
+            model(big).numpy(),
+            atol=1e-5,
+        )
+    else:  # as in TF Serving: a request over max_batch_size is INVALID_ARGUMENT
+        with pytest.raises(tf.errors.InvalidArgumentError, match="larger than maximum input"):
+            loaded.signatures["serving_default"](**big)
+
+
+def _nodes(saved_model_dir: str):
+    """Nodes of the functions the signatures call (directly or through other functions).
+
+    The library also holds the Keras layers' own traced call functions, which no signature uses.
+    """
+    meta_graph = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0]
+    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+
+    def called(node):
+        return [v.func.name for v in node.attr.values() if v.func.name in library]
+
+    inputs = {
+        t.name.split(":")[0]
+        for sig in meta_graph.signature_def.values()
+        for t in sig.inputs.values()
+    }
+    pending = [
+        name
+        for node in meta_graph.graph_def.node
+        if any(i.lstrip("^").split(":")[0] in inputs for i in node.input)
+        for name in called(node)
+    ]
+    seen = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in library[name].node_def:
+            yield name, node
+            pending.extend(called(node))
+
+
+def test_device_pins_and_soft_placement(exported):
+    nodes = list(_nodes(exported))
+    lookups = [n for _, n in nodes if n.op in ("LookupTableFindV2", "ResourceGather")]
+    dense_ops = [n for _, n in nodes if n.op in ("MatMul", "Relu")]
+    assert lookups and all(n.device == "/device:CPU:0" for n in lookups)
+    assert dense_ops and all(n.device == "/device:GPU:0" for n in dense_ops)
+    calls = [n for _, n in nodes if n.op in ("StatefulPartitionedCall", "PartitionedCall")]
+    config = config_pb2.ConfigProto.FromString(calls[0].attr["config_proto"].s)
+    assert config.allow_soft_placement
+
+
+def test_one_batched_dense_function_in_its_own_scope(exported):
+    batch_ops = [n for _, n in _nodes(exported) if n.op == "BatchFunction"]
+    # dense and serving_default share the one batched dense function (one queue, one op name).
+    assert {n.name for n in batch_ops} == {"dense_batch/batch/BatchFunction"}
+    assert {n.attr["max_batch_size"].i for n in batch_ops} == {64}
+    assert list(batch_ops[0].attr["allowed_batch_sizes"].list.i) == [16, 64]
+
+
+def test_variables_written_once(exported, trained_dir):
+    reader = tf.train.load_checkpoint(os.path.join(exported, "variables", "variables"))
+    shapes = {
+        k: s for k, s in reader.get_variable_to_shape_map().items() if k.endswith("VARIABLE_VALUE")
+    }
+    assert len([k for k in shapes if "/item_id_embedding/" in k]) == 1
+    model = model_dir_lib.load_model(trained_dir)
+    # Only the served parts: the training-only bias tower is not exported.
+    assert sum(int(np.prod(s)) for s in shapes.values()) == (
+        model.embedding_parameter_count + model.dense_parameter_count)
+    assert not [k for k in shapes if "bias" in k and "tower" in k]
+
+
+def test_warmup_records_cover_the_batch_sizes(exported):
+    path = os.path.join(exported, "assets.extra", "tf_serving_warmup_requests")
+    sizes = {}
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        name = next(iter(request.inputs))
+        sizes.setdefault(request.model_spec.signature_name, set()).add(
+            request.inputs[name].tensor_shape.dim[0].size
+        )
+    assert sizes == {s: {16, 64, 100} for s in ("embed", "dense", "serving_default")}
+
+
+def test_server_files_and_versions(exported, trained_dir):
+    base = os.path.dirname(os.path.dirname(exported))
+    assert os.path.basename(exported) == "1"
+    config = tf_serving_config.read_models_config(os.path.join(base, "models.config"))
+    assert [(m.name, m.base_path) for m in config.model_config_list.config] == [
+        ("cvr", os.path.join(base, "cvr"))
+    ]
+    params = tf_serving_config.read_batching_parameters(
+        os.path.join(base, "batching_parameters.txt")
+    )
+    assert params.max_batch_size.value == 64
+    readme = open(os.path.join(base, "README.md")).read()
+    assert "tensorflow_model_server --port=8500" in readme
+    assert "--enable_batching=true" not in readme  # in-graph batching: never batch twice
+    assert "python -m serving.server" in readme
+    assert export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING).endswith("/2")
+    with pytest.raises(FileExistsError, match="next free one is 3"):
+        export.export_model(trained_dir, base, "cvr", version=2, batching=SMALL_BATCHING)
+    assert not [n for n in os.listdir(os.path.join(base, "cvr")) if n.startswith(".tmp")]

@@ -1,0 +1,113 @@
+"""The load test: closed and open loops, report bookkeeping, CLI, and a 30 s soak."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cvr_tf.compat import tf
+from serving.loadtest import run_load, synthetic_requests
+from serving.tensors import InputSpec
+from tests.serving.conftest import REPO, candidates
+
+
+def assert_counts_add_up(report):
+    assert report.requests == report.ok + sum(report.errors.values())
+    assert report.candidates_per_s == pytest.approx(report.candidates / report.duration_s)
+    assert report.requests_per_s == pytest.approx(report.ok / report.duration_s)
+
+
+def test_closed_loop_sends_the_requested_count(server):
+    report = run_load(
+        server.target, "cvr", concurrency=4, candidates=20, duration_s=None, num_requests=40
+    )
+    assert (report.requests, report.ok, report.errors) == (40, 40, {})
+    assert report.candidates == 800
+    lat = report.latency_ms
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert_counts_add_up(report)
+    assert "40 sent, 40 ok, 0 failed" in report.table()
+
+
+def test_open_loop_fixed_arrivals_and_errors_by_code(server):
+    report = run_load(
+        server.target,
+        "cvr",
+        mode="open",
+        qps=40,
+        arrival="fixed",
+        duration_s=1.0,
+        requests=[candidates(5), candidates(3)],
+    )
+    assert report.requests == 39  # sends at 1/40 s, 2/40 s, ... strictly before 1 s
+    assert (report.ok, report.errors, report.candidates) == (39, {}, 20 * 5 + 19 * 3)
+    assert_counts_add_up(report)
+
+    bad = candidates(4)
+    bad["item_price"] = bad["item_price"].astype(np.float64)
+    report = run_load(
+        server.target, "cvr", mode="open", qps=100, duration_s=0.3, requests=[bad], seed=1
+    )
+    assert report.requests > 0 and report.ok == 0
+    assert report.errors == {"INVALID_ARGUMENT": report.requests}
+    assert_counts_add_up(report)
+    assert json.loads(report.to_json())["errors"] == {"INVALID_ARGUMENT": report.requests}
+
+
+def test_synthetic_requests_follow_the_signature():
+    specs = {
+        "query": InputSpec("query", tf.string, (-1,)),
+        "price": InputSpec("price", tf.float32, (-1,)),
+        "embeddings": InputSpec("embeddings", tf.float32, (-1, 4)),
+        "count": InputSpec("count", tf.int64, None),
+    }
+    (request,) = synthetic_requests(specs, candidates=7, count=1)
+    assert {name: (array.shape, array.dtype.name) for name, array in request.items()} == {
+        "query": ((7,), "object"),
+        "price": ((7,), "float32"),
+        "embeddings": ((7, 4), "float32"),
+        "count": ((7,), "int64"),
+    }
+    assert request["query"][0].startswith(b"query_")
+
+
+def test_refuses_non_local_targets():
+    with pytest.raises(ValueError, match="127.0.0.1"):
+        run_load("10.1.2.3:8500", "cvr", num_requests=1)
+
+
+def test_cli_prints_a_table_and_writes_json(server, tmp_path):
+    output = tmp_path / "load.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.loadtest",
+            f"--server={server.target}",
+            "--model_name=cvr",
+            "--concurrency=2",
+            "--candidates=10",
+            "--duration_s=0",
+            "--num_requests=20",
+            f"--output_json={output}",
+        ],
+        check=True,
+        cwd=REPO,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert "20 sent, 20 ok, 0 failed" in result.stdout
+    assert "latency (ms)" in result.stdout
+    report = json.loads(output.read_text())
+    assert (report["requests"], report["ok"], report["candidates"]) == (20, 20, 200)
+
+
+def test_soak_16_clients_for_30_seconds_without_errors(server):
+    report = run_load(server.target, "cvr", concurrency=16, candidates=100, duration_s=30.0)
+    print(report.table())
+    assert report.errors == {}
+    assert report.ok == report.requests > 100
+    assert_counts_add_up(report)

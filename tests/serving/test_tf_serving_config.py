@@ -1,0 +1,147 @@
+"""TF Serving config files: exact text, round trips through the readers, validation errors."""
+
+import shlex
+
+import pytest
+
+from serving import tf_serving_config as config
+from serving.model_manager import select_versions
+from serving.server_batching import BatchingOptions
+
+
+def test_models_config_text_and_round_trip(tmp_path):
+    path = tmp_path / "models.config"
+    written = config.write_models_config(
+        path,
+        [
+            config.ModelEntry("cvr", "/models/cvr", config.latest_versions(2), {"stable": 1}),
+            ("ranker", "/models/ranker", config.specific_versions([3, 1])),
+            ("all", "/models/all", config.all_versions()),
+        ],
+    )
+    text = path.read_text()
+    assert 'name: "cvr"' in text
+    assert "latest {\n        num_versions: 2\n      }" in text
+    assert 'version_labels {\n      key: "stable"\n      value: 1\n    }' in text
+    assert "specific {\n        versions: 1\n        versions: 3\n      }" in text
+    assert text.count('model_platform: "tensorflow"') == 3
+    assert config.read_models_config(path) == written
+
+
+def test_batching_parameters_text_and_round_trip(tmp_path):
+    path = tmp_path / "batching_parameters.txt"
+    written = config.write_batching_parameters(
+        path,
+        max_batch_size=128,
+        batch_timeout_micros=2000,
+        max_enqueued_batches=50,
+        num_batch_threads=2,
+        allowed_batch_sizes=[32, 64, 128],
+        pad_variable_length_inputs=True,
+    )
+    assert path.read_text() == (
+        "max_batch_size {\n  value: 128\n}\n"
+        "batch_timeout_micros {\n  value: 2000\n}\n"
+        "max_enqueued_batches {\n  value: 50\n}\n"
+        "num_batch_threads {\n  value: 2\n}\n"
+        "allowed_batch_sizes: 32\nallowed_batch_sizes: 64\nallowed_batch_sizes: 128\n"
+        "pad_variable_length_inputs: true\n"
+    )
+    read = config.read_batching_parameters(path)
+    assert read == written
+    assert BatchingOptions.from_proto(read) == BatchingOptions(
+        max_batch_size=128,
+        batch_timeout_micros=2000,
+        max_enqueued_batches=50,
+        num_batch_threads=2,
+        allowed_batch_sizes=(32, 64, 128),
+        pad_variable_length_inputs=True,
+    )
+
+
+def test_batching_parameters_from_tf_serving_text_uses_defaults(tmp_path):
+    path = tmp_path / "batching_parameters.txt"
+    path.write_text("max_batch_size { value: 8 }\n")
+    options = BatchingOptions.from_proto(config.read_batching_parameters(path))
+    assert (options.max_batch_size, options.batch_timeout_micros) == (8, 0)
+    assert options.max_enqueued_batches == 10
+    assert options.padded_size(5) == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch_size": 0, "batch_timeout_micros": 0}, "max_batch_size=0 must be >= 1"),
+        ({"max_batch_size": 8, "batch_timeout_micros": -1}, "batch_timeout_micros=-1"),
+        (
+            {"max_batch_size": 8, "batch_timeout_micros": 0, "allowed_batch_sizes": [4, 6]},
+            "must equal max_batch_size",
+        ),
+        (
+            {"max_batch_size": 8, "batch_timeout_micros": 0, "allowed_batch_sizes": [4, 2, 8]},
+            "strictly increasing",
+        ),
+    ],
+)
+def test_invalid_batching_parameters_name_the_field(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        config.write_batching_parameters(tmp_path / "b.txt", **kwargs)
+
+
+def test_monitoring_config_round_trip(tmp_path):
+    path = tmp_path / "monitoring.config"
+    written = config.write_monitoring_config(path)
+    assert path.read_text() == (
+        'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'
+    )
+    assert config.read_monitoring_config(path) == written
+
+
+def test_model_server_command_line():
+    command = config.model_server_command(
+        "/m/models.config",
+        batching_parameters_file="/m/batching parameters.txt",
+        monitoring_config_file="/m/monitoring.config",
+    )
+    assert shlex.split(command) == [
+        "tensorflow_model_server",
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_config_file=/m/models.config",
+        "--file_system_poll_wait_seconds=1",
+        "--enable_batching=true",
+        "--batching_parameters_file=/m/batching parameters.txt",
+        "--monitoring_config_file=/m/monitoring.config",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('model_config_list { config { name: "a" } }', "has no base_path"),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" } '
+            'config { name: "a" base_path: "/y" } }',
+            "appears twice",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" model_platform: "onnx" } }',
+            "only 'tensorflow'",
+        ),
+        ("model_config_list { config { nme: 1 } }", "not a valid tensorflow.serving"),
+    ],
+)
+def test_invalid_models_config_is_refused(tmp_path, text, message):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        config.read_models_config(path)
+
+
+def test_version_policies():
+    on_disk = {1, 2, 5, 7}
+    assert select_versions(config.ServableVersionPolicy(), on_disk) == {7}
+    assert select_versions(config.latest_versions(2), on_disk) == {5, 7}
+    assert select_versions(config.specific_versions([2, 3]), on_disk) == {2}
+    assert select_versions(config.all_versions(), on_disk) == on_disk
+    assert select_versions(config.latest_versions(3), set()) == set()
