@@ -255,7 +255,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             model_dir_lib.write_json(model_dir_lib.path(model_dir, model_dir_lib.WARM_START),
                                      warm_report.to_dict())
     table_devices = embedding_table_devices(model)
-    logging.info("Embedding tables on: %s", table_devices)
+    logging.debug("Embedding tables on: %s", table_devices)
     logging.info("Model: backbone %s x%s, %d embedding + %d dense params, %d dense FLOPs/example; "
                  "%d steps of %d (%d training examples).", config.model.backbone,
                  config.model.backbone_scale, model.embedding_parameter_count,

@@ -222,9 +222,12 @@ def _open_loop(plan: _Plan, qps: float, arrival: str, seed: int) -> None:
     """Sends at intended times ``qps`` apart on average; latency counts from those times."""
     rng = np.random.default_rng(seed)
     sent = 0
-    intended = plan.start
+    offset = 0.0
     for index in range(plan.budget):
-        intended += rng.exponential(1.0 / qps) if arrival == "poisson" else 1.0 / qps
+        # Fixed arrivals from the index, not a running sum: summed 1/qps steps drift by a
+        # rounding error and could send one request more or less before the deadline.
+        offset = offset + rng.exponential(1.0 / qps) if arrival == "poisson" else (index + 1) / qps
+        intended = plan.start + offset
         if intended >= plan.deadline:
             break
         delay = intended - time.perf_counter()

@@ -280,7 +280,7 @@ def test_writes_the_log_layout_and_schema(tmp_path):
     assert len(impressions) == summary.impressions == 3 * 300 * 10
     assert impressions.request_id.nunique() == 900
     assert impressions.request_id.iloc[0] == "r20260105-000000"
-    day_start = pd.to_datetime(impressions.date).astype("int64") // 1_000_000
+    day_start = pd.to_datetime(impressions.date).to_numpy().astype("datetime64[ms]").astype("int64")
     assert ((impressions.ts >= day_start) & (impressions.ts < day_start + MS_PER_DAY)).all()
     per_request = impressions.groupby("request_id")
     assert (per_request.item_id.nunique() == 10).all()
