@@ -114,8 +114,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
                  shuffle: bool = True, num_epochs: int | None = 1, seed: int = 0,
                  drop_remainder: bool = False, deterministic: bool | None = None,
                  shuffle_buffer_size: int | None = None, cycle_length: int = 4,
-                 block_length: int = 64, options: tf.data.Options | None = None
-                 ) -> tf.data.Dataset:
+                 block_length: int = 64, options: tf.data.Options | None = None,
+                 num_input_pipelines: int = 1, input_pipeline_id: int = 0) -> tf.data.Dataset:
     """Batches of parsed features from the complete spans of ``start..end``.
 
     Files are read interleaved (``cycle_length`` at a time, in parallel), records are shuffled
@@ -141,6 +141,10 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
       cycle_length: files read at the same time.
       block_length: consecutive records taken from one file before moving to the next.
       options: ``tf.data.Options`` applied to the result.
+      num_input_pipelines: workers reading disjoint parts of the data (parameter-server
+        training): each takes every n-th file when there are at least n files, else every n-th
+        record, before any parsing.
+      input_pipeline_id: this worker's part, in ``[0, num_input_pipelines)``.
 
     Returns:
       A dataset of dicts ``column -> tensor [batch]``.
@@ -154,13 +158,21 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         raise FileNotFoundError(
             f"the complete spans of {start}..{end} in {os.fspath(data_dir)} hold no {split!r} "
             "shards; rebuild them with pipelines.build_tfrecords --overwrite")
+    if not 0 <= input_pipeline_id < num_input_pipelines:
+        raise ValueError(f"input_pipeline_id {input_pipeline_id} is not in "
+                         f"[0, {num_input_pipelines})")
+    shard_files = len(files) >= num_input_pipelines
     dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shard_files:
+        dataset = dataset.shard(num_input_pipelines, input_pipeline_id)
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         cycle_length=min(cycle_length, len(files)), block_length=block_length,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if not shard_files:
+        dataset = dataset.shard(num_input_pipelines, input_pipeline_id)
     if shuffle:
         buffer = shuffle_buffer_size or max(10_000, 4 * batch_size)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

@@ -181,13 +181,12 @@ def _train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribu
                    ) -> Any:
     def dataset_fn(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         batch_size = config.batch_size
-        dataset = input_lib.make_dataset(
+        return input_lib.make_dataset(
             config.data_dir, config.train_start, config.train_end, spec, split="train",
             batch_size=(context.get_per_replica_batch_size(batch_size) if context else batch_size),
-            shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True)
-        if context and context.num_input_pipelines > 1:
-            dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
-        return dataset
+            shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True,
+            num_input_pipelines=context.num_input_pipelines if context else 1,
+            input_pipeline_id=context.input_pipeline_id if context else 0)
 
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         return keras.utils.experimental.DatasetCreator(dataset_fn)

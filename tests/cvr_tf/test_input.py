@@ -1,5 +1,6 @@
 """The tf.data reader of the pipeline's spans: values, batching, order, span selection."""
 
+import collections
 import datetime
 import os
 
@@ -77,6 +78,22 @@ def test_order_is_reproducible_for_a_seed_and_epochs_repeat(data):
     assert len(twice) == 2 * len(first) and sorted(twice) == sorted(first * 2)
     forever = make_dataset(output, START, END, SPEC, batch_size=1000, num_epochs=None)
     assert sum(1 for _ in forever.take(5)) == 5
+
+
+@pytest.mark.parametrize("pipelines", [2, 50])  # fewer files than pipelines: records are cut
+def test_input_pipelines_read_disjoint_parts_that_cover_the_data(data, pipelines):
+    output = data[0]
+    whole = collect(make_dataset(output, START, END, SPEC, batch_size=64, shuffle=False))
+    parts = [collect(make_dataset(output, START, END, SPEC, batch_size=64, shuffle=False,
+                                  num_input_pipelines=pipelines, input_pipeline_id=i))
+             for i in range(pipelines)]
+    def rows(frame):
+        return collections.Counter(map(tuple, frame[sorted(frame.columns)].to_numpy().tolist()))
+
+    assert all(len(p) for p in parts[:2])
+    assert sum((rows(p) for p in parts), collections.Counter()) == rows(whole)
+    with pytest.raises(ValueError, match="input_pipeline_id 2 is not in \\[0, 2\\)"):
+        make_dataset(output, START, END, SPEC, num_input_pipelines=2, input_pipeline_id=2)
 
 
 def test_list_spans_uses_complete_spans_and_names_what_is_missing(data, tmp_path):
