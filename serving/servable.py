@@ -123,7 +123,9 @@ class SignatureRunner:
                 ``BatchFunction`` refusing a batch larger than its ``max_batch_size``).
         """
         try:
-            outputs = self._function(**inputs)
+            # Ready tensors skip the concrete function's per-call matching of numpy arguments
+            # (about 0.6 ms of a 100-row call, all of it under the GIL).
+            outputs = self._function(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
         except tf.errors.OpError as error:
             raise from_tf_error(error) from error
         return {name: tensor.numpy() for name, tensor in outputs.items()}
