@@ -1,0 +1,221 @@
+"""Warm-start study: how much sooner does a model warm-started from the last window converge?
+
+    python -m experiments.warmstart --preset=small --out=/tmp/warmstart_small \\
+        --results=experiments/results/warmstart_small.json
+
+Two consecutive windows end the day before the eval window: W1 (``first_days``), then W2
+(``second_days``). A model is trained on W1; then on W2 four runs learn with an evaluation every
+``eval_every_steps`` steps (:class:`cvr_tf.training.TrainConfig` records the learning curve):
+
+* ``cold``: from scratch;
+* ``warm``: warm-started from the W1 model (:mod:`cvr_tf.warm_start`). W2's vocabularies differ
+  from W1's (items and queries come and go), so embedding rows are remapped by token;
+* ``cold_added_feature`` and ``warm_added_feature``: the same with one feature added to the spec
+  (``--added_feature``, a JSON feature; by default a hashed view of the query), whose table and
+  every dense weight whose shape the wider input changes start fresh.
+
+Each warm run is compared with the cold run of its spec: the first evaluation at which its eval
+logloss reaches the cold run's final eval logloss, in steps and in training seconds (evaluation
+time excluded), and what the warm start carried over. The data and training settings come from
+the scaling preset's grid file (same world, same traffic), so both studies can share ``data/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from absl import logging
+
+from cvr_tf import training
+from cvr_tf.features import default_spec, load_spec, spec_from_dict
+from experiments.scaling import Grid, GridError, load_grid, prepare_data, preset_path
+
+DEFAULT_ADDED_FEATURE = {"name": "query_hashed", "kind": "categorical", "column": "query",
+                         "hash_buckets": 4096, "embedding_dim": 8}
+# (first window days, second window days, eval_every_steps) per preset.
+PRESET_WINDOWS = {"small": (6, 3, 7), "full": (28, 7, 250)}
+RUNS = ("cold", "warm", "cold_added_feature", "warm_added_feature")
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """The windows and the runs' shared settings.
+
+    Attributes:
+      grid: the scaling grid whose data, training settings and baseline cell are used.
+      first_days: length of W1. second_days: length of W2, which ends before the eval window.
+      eval_every_steps: evaluation period of the runs on W2.
+      added_feature: the feature (as in a spec file) the ``*_added_feature`` runs add.
+    """
+
+    grid: Grid
+    first_days: int
+    second_days: int
+    eval_every_steps: int
+    added_feature: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_ADDED_FEATURE))
+
+    def config(self, run: str, data_dir: str, out: str) -> training.TrainConfig:
+        """The :class:`cvr_tf.training.TrainConfig` of ``first`` or one of :data:`RUNS`."""
+        cell = self.grid.baseline
+        first = run == "first"
+        days = self.first_days + self.second_days if first else self.second_days
+        base = self.grid.train_config(dataclasses.replace(cell, train_days=days), data_dir,
+                                      os.path.join(out, "runs", run))
+        changes: dict[str, Any] = {}
+        if first:  # W1 only: the days before W2
+            changes["train_end"] = base.train_start + datetime.timedelta(days=self.first_days - 1)
+        else:
+            changes["eval_every_steps"] = self.eval_every_steps
+        if run.startswith("warm"):
+            changes["warm_start_from"] = os.path.join(out, "runs", "first")
+        if run.endswith("added_feature"):
+            changes["feature_spec"] = os.path.join(out, "added_feature_spec.json")
+        return dataclasses.replace(base, **changes)
+
+
+def write_added_feature_spec(path: str, feature: Mapping[str, Any], base_spec: str = "") -> None:
+    """Writes the base spec (default: the package's) plus ``feature`` to ``path``."""
+    spec = (load_spec(base_spec) if base_spec else default_spec()).to_dict()
+    spec["features"].append(dict(feature))
+    spec_from_dict(spec)  # validates the added feature
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(spec, handle, indent=2)
+
+
+def reach(curve: Sequence[Mapping[str, float]], target: float, key: str = "logloss"
+          ) -> dict[str, float] | None:
+    """The first curve point whose ``key`` is at most ``target`` (None if none is)."""
+    for point in curve:
+        if point[key] <= target:
+            return {"step": point["step"], "train_seconds": point["train_seconds"],
+                    key: point[key]}
+    return None
+
+
+def carried_summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Counts of a warm-start report: variables carried, remapped, fresh; tokens per table."""
+    if report is None:
+        return None
+    return {"carried": len(report["carried"]), "remapped": len(report["remapped"]),
+            "fresh": len(report["fresh"]), "fresh_variables": report["fresh"],
+            "tokens": report["remapped"]}
+
+
+def compare(cold: Mapping[str, Any], warm: Mapping[str, Any]) -> dict[str, Any]:
+    """Steps and training seconds the warm run needs to reach the cold run's final logloss."""
+    target = cold["eval"]["logloss"]
+    cold_final = cold["eval_curve"][-1]
+    reached = reach(warm["eval_curve"], target)
+    out: dict[str, Any] = {
+        "target_logloss": target, "cold_steps": cold_final["step"],
+        "cold_train_seconds": cold_final["train_seconds"], "warm_reached": reached,
+        "warm_final_logloss": warm["eval"]["logloss"],
+        "warm_first_logloss": warm["eval_curve"][0]["logloss"],
+        "cold_first_logloss": cold["eval_curve"][0]["logloss"],
+        "cold_final_map": cold["eval"]["mean_average_precision"],
+        "warm_final_map": warm["eval"]["mean_average_precision"],
+    }
+    if reached is not None:
+        out["step_fraction"] = reached["step"] / cold_final["step"]
+        out["time_fraction"] = reached["train_seconds"] / cold_final["train_seconds"]
+    return out
+
+
+def run_study(study: Study, out: str, report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains W1, then the four runs on W2 (each skipped if its metrics.json exists)."""
+    data_dir = prepare_data(study.grid.data, study.first_days + study.second_days,
+                            os.path.join(out, "data"),
+                            study.grid.training.get("feature_spec", ""))
+    write_added_feature_spec(os.path.join(out, "added_feature_spec.json"), study.added_feature,
+                             study.grid.training.get("feature_spec", ""))
+    configs = {run: study.config(run, data_dir, out) for run in ("first", *RUNS)}
+    records: dict[str, Any] = {}
+    for run, config in configs.items():
+        metrics_path = os.path.join(config.model_dir, "metrics.json")
+        if os.path.exists(metrics_path):
+            with open(metrics_path, encoding="utf-8") as handle:
+                records[run] = json.load(handle)
+        else:
+            records[run] = training.train(config)
+        report(f"{run}: {config.train_start}..{config.train_end}, "
+               f"{records[run]['train_steps']} steps, eval logloss "
+               f"{records[run]['eval']['logloss']:.5f}, mAP "
+               f"{records[run]['eval']['mean_average_precision']:.4f}")
+    return {
+        "first_window": [str(configs["first"].train_start), str(configs["first"].train_end)],
+        "second_window": [str(configs["cold"].train_start), str(configs["cold"].train_end)],
+        "eval_window": [str(study.grid.data.eval_start), str(study.grid.data.eval_end)],
+        "baseline": dataclasses.asdict(study.grid.baseline),
+        "added_feature": dict(study.added_feature),
+        "runs": {run: {"eval": r["eval"], "train_steps": r["train_steps"],
+                       "wall_seconds": r["wall_seconds"], "eval_curve": r["eval_curve"],
+                       "warm_start": carried_summary(r["warm_start"])}
+                 for run, r in records.items()},
+        "comparisons": {"warm": compare(records["cold"], records["warm"]),
+                        "warm_added_feature": compare(records["cold_added_feature"],
+                                                      records["warm_added_feature"])},
+    }
+
+
+def markdown_report(result: Mapping[str, Any]) -> str:
+    """The comparisons as a markdown table."""
+    lines = ["| run | target logloss (cold final) | cold steps / s | warm reaches it at step / s "
+             "| fraction of steps / time | first eval logloss cold / warm "
+             "| final mAP cold / warm |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, c in result["comparisons"].items():
+        reached = c["warm_reached"]
+        at = "never" if reached is None else (f"{reached['step']} / "
+                                              f"{reached['train_seconds']:.1f}")
+        fraction = "-" if reached is None else (f"{c['step_fraction']:.2f} / "
+                                                f"{c['time_fraction']:.2f}")
+        lines.append(f"| {name} | {c['target_logloss']:.5f} | {c['cold_steps']} / "
+                     f"{c['cold_train_seconds']:.1f} | {at} | {fraction} | "
+                     f"{c['cold_first_logloss']:.5f} / {c['warm_first_logloss']:.5f} | "
+                     f"{c['cold_final_map']:.4f} / {c['warm_final_map']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESET_WINDOWS), default="small")
+    parser.add_argument("--grid", default="", help="grid file to take data and training from; "
+                        "default the preset's")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--first_days", type=int, default=0, help="W1 length (default: preset)")
+    parser.add_argument("--second_days", type=int, default=0, help="W2 length (default: preset)")
+    parser.add_argument("--eval_every_steps", type=int, default=0, help="default: preset")
+    parser.add_argument("--added_feature", default=json.dumps(DEFAULT_ADDED_FEATURE),
+                        help="the added feature, as JSON")
+    parser.add_argument("--results", default="", help="JSON path; default <out>/warmstart.json")
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    first, second, every = PRESET_WINDOWS[args.preset]
+    try:
+        study = Study(grid=load_grid(args.grid or preset_path(args.preset)),
+                      first_days=args.first_days or first, second_days=args.second_days or second,
+                      eval_every_steps=args.eval_every_steps or every,
+                      added_feature=json.loads(args.added_feature))
+        result = run_study(study, args.out, report=lambda line: print(line, flush=True))
+    except (GridError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    path = args.results or os.path.join(args.out, "warmstart.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
+    print(markdown_report(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,60 @@
+"""Warm-start study: the runs' windows and settings, and the steps-to-target comparison."""
+
+import datetime
+import json
+
+import pytest
+
+from cvr_tf.features import FeatureSpecError, load_spec
+from experiments import scaling, warmstart
+from tests.experiments.test_scaling import TINY_GRID
+
+
+def _curve(*points):
+    return [{"step": s, "train_seconds": t, "logloss": loss, "mean_average_precision": 0.3}
+            for s, t, loss in points]
+
+
+def test_windows_and_settings_of_the_runs():
+    study = warmstart.Study(grid=scaling.grid_from_dict(TINY_GRID), first_days=3, second_days=2,
+                            eval_every_steps=5)
+    first = study.config("first", "/data", "/out")
+    cold = study.config("cold", "/data", "/out")
+    warm = study.config("warm_added_feature", "/data", "/out")
+    day = datetime.date
+    assert (first.train_start, first.train_end) == (day(2026, 1, 31), day(2026, 2, 2))
+    assert (cold.train_start, cold.train_end) == (day(2026, 2, 3), day(2026, 2, 4))
+    assert cold.eval_start == warm.eval_start == day(2026, 2, 5)
+    assert first.eval_every_steps == 0 and cold.eval_every_steps == warm.eval_every_steps == 5
+    assert cold.warm_start_from == "" and warm.warm_start_from == "/out/runs/first"
+    assert cold.feature_spec == "" and warm.feature_spec == "/out/added_feature_spec.json"
+    assert warm.model_dir == "/out/runs/warm_added_feature"
+
+
+def test_reach_and_compare():
+    cold = {"eval": {"logloss": 0.20, "mean_average_precision": 0.30},
+            "eval_curve": _curve((10, 2.0, 0.25), (20, 4.0, 0.22), (30, 6.0, 0.20))}
+    warm = {"eval": {"logloss": 0.18, "mean_average_precision": 0.32},
+            "eval_curve": _curve((10, 1.5, 0.21), (20, 3.0, 0.195), (30, 4.5, 0.18))}
+    assert warmstart.reach(warm["eval_curve"], 0.20) == {"step": 20, "train_seconds": 3.0,
+                                                         "logloss": 0.195}
+    assert warmstart.reach(warm["eval_curve"], 0.1) is None
+    result = warmstart.compare(cold, warm)
+    assert result["step_fraction"] == pytest.approx(20 / 30)
+    assert result["time_fraction"] == pytest.approx(3.0 / 6.0)
+    assert (result["cold_first_logloss"], result["warm_first_logloss"]) == (0.25, 0.21)
+    never = warmstart.compare(cold, {**warm, "eval_curve": _curve((30, 4.5, 0.3))})
+    assert never["warm_reached"] is None and "step_fraction" not in never
+    table = warmstart.markdown_report({"comparisons": {"warm": result, "other": never}})
+    assert "| warm | 0.20000 | 30 / 6.0 | 20 / 3.0 | 0.67 / 0.50 |" in table
+    assert "| other | 0.20000 | 30 / 6.0 | never | - |" in table
+
+
+def test_added_feature_spec(tmp_path):
+    path = tmp_path / "spec.json"
+    warmstart.write_added_feature_spec(str(path), warmstart.DEFAULT_ADDED_FEATURE)
+    spec = load_spec(path)
+    assert spec.names[-1] == "query_hashed" and spec.feature("query_hashed").column == "query"
+    with pytest.raises(FeatureSpecError, match="feature 'bad'"):
+        warmstart.write_added_feature_spec(str(path), {"name": "bad", "kind": "categorical"})
+    assert json.loads(path.read_text())["features"][-1]["name"] == "query_hashed"
