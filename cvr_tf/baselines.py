@@ -31,23 +31,12 @@ class PopularityBaseline:
         return self.rates.reindex(keys).fillna(self.prior).to_numpy(dtype=np.float64)
 
 
-def _columns(data_dir: str, start: datetime.date, end: datetime.date, spec: FeatureSpec,
-             names: list[str], splits: tuple[str, ...]) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for split in splits:
-        for batch in input_lib.make_dataset(data_dir, start, end, spec, split=split,
-                                            batch_size=8192, shuffle=False):
-            for name in names:
-                parts[name].append(batch[name].numpy())
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
 def fit_popularity(data_dir: str, start: datetime.date, end: datetime.date, spec: FeatureSpec,
                    key: str = "item_id", smoothing: float = 20.0) -> PopularityBaseline:
     """Counts impressions and conversions per ``key`` over the train split of ``start..end``."""
     if smoothing <= 0:
         raise ValueError(f"smoothing must be positive, got {smoothing}")
-    data = _columns(data_dir, start, end, spec, [key, spec.label], ("train",))
+    data = input_lib.read_columns(data_dir, start, end, spec, [key, spec.label], ("train",))
     counts = pd.DataFrame({"key": data[key], "label": data[spec.label]}).groupby("key")["label"]
     prior = float(data[spec.label].mean())
     rates = (counts.sum() + smoothing * prior) / (counts.count() + smoothing)
@@ -58,6 +47,6 @@ def evaluate_popularity(baseline: PopularityBaseline, data_dir: str, start: date
                         end: datetime.date, spec: FeatureSpec, key: str = "item_id"
                         ) -> dict[str, float]:
     """The baseline's metrics on every split of ``start..end`` (as the training job evaluates)."""
-    data = _columns(data_dir, start, end, spec, [key, spec.label, spec.group_key],
-                    input_lib.SPLITS)
+    data = input_lib.read_columns(data_dir, start, end, spec,
+                                  [key, spec.label, spec.group_key])
     return metrics_lib.evaluate(data[spec.label], baseline.score(data[key]), data[spec.group_key])

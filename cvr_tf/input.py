@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from absl import logging
 
 from cvr_tf.compat import tf
@@ -185,6 +187,25 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
     return dataset.with_options(options) if options is not None else dataset
 
 
+
+def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetime.date,
+                 spec: FeatureSpec, columns: Sequence[str] | None = None,
+                 splits: Sequence[str] = SPLITS, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Parsed columns of the spans of ``start..end`` as numpy arrays, in file order.
+
+    For evaluation and baselines that need whole columns in memory (eval windows, not training
+    windows). ``columns`` defaults to every column of ``spec.parsing_spec()``.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    for split in splits:
+        for batch in make_dataset(data_dir, start, end, spec, split=split,
+                                  batch_size=batch_size, shuffle=False):
+            for name in columns or batch:
+                parts.setdefault(name, []).append(batch[name].numpy())
+    if not parts:
+        raise ValueError(f"no examples in the {', '.join(splits)} split(s) of {start}..{end}")
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
 __all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "days_in_range",
-           "is_complete_span", "list_spans", "make_dataset", "shard_filename", "span_dirname",
-           "span_files", "span_path"]
+           "is_complete_span", "list_spans", "make_dataset", "read_columns", "shard_filename",
+           "span_dirname", "span_files", "span_path"]

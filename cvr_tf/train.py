@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from cvr_tf import distribute, training
 from cvr_tf.model import ModelConfig
@@ -97,7 +97,6 @@ def main(argv: list[str]) -> None:
     except training.ConfigError as error:
         raise app.UsageError(str(error)) from error
     record = training.train(config)
-    logging.info("Wrote %s/metrics.json", config.model_dir)
     print(json.dumps(record["eval"], indent=2, sort_keys=True))
 
 

@@ -75,13 +75,7 @@ def eval_requests(data_dir: str, day: datetime.date
                   ) -> tuple[list[dict[str, np.ndarray]], np.ndarray, np.ndarray]:
     """(per-request serving features, labels, request keys) of the eval day, by request."""
     spec = default_spec()
-    columns: dict[str, list[np.ndarray]] = {}
-    for split in input_lib.SPLITS:
-        for batch in input_lib.make_dataset(data_dir, day, day, spec, split=split,
-                                            batch_size=8192, shuffle=False):
-            for name, tensor in batch.items():
-                columns.setdefault(name, []).append(tensor.numpy())
-    data = {name: np.concatenate(parts) for name, parts in columns.items()}
+    data = input_lib.read_columns(data_dir, day, day, spec)
     order = np.argsort(data[spec.group_key], kind="stable")
     keys = data[spec.group_key][order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
