@@ -116,7 +116,6 @@ class ServingModule(tf.Module):
         batching = batching or BatchingConfig()
         self.embedding_part = model.embedding_part
         self.dense_part = model.dense_part
-        self._batching = batching
         self._dense_device = dense_device
         self._columns = model.spec.column_dtypes(train_only=False)
         self.input_signature = {
