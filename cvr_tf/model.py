@@ -102,6 +102,12 @@ class CVRModel(keras.Model):
                                           name="bias_tower")
         # Every weight exists now (the parts are functional models built above).
         self.built = True
+        # The served forward pass as one graph, traced once and reused by every evaluation.
+        self.served_probabilities = tf.function(
+            lambda features: self(features),
+            input_signature=[{c: tf.TensorSpec([None], tf.dtypes.as_dtype(d), name=c)
+                              for c, d in spec.column_dtypes(train_only=False).items()}],
+            autograph=False)
         # Every replica returns the same logs (metrics aggregate over replicas, the loss is
         # averaged in train_step): "first" keeps fit from summing them over workers, which its
         # "auto" reduction does under MultiWorkerMirroredStrategy.

@@ -149,16 +149,10 @@ def count_examples(spans: list[str], split: str) -> int:
 def predict_served(model: CVRModel, dataset: tf.data.Dataset, spec: FeatureSpec
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, served probabilities, request keys) over a dataset of parsed columns."""
-    signature = {c: tf.TensorSpec([None], tf.dtypes.as_dtype(d), name=c)
-                 for c, d in spec.column_dtypes(train_only=False).items()}
-
-    @tf.function(input_signature=[signature], autograph=False)
-    def served(features: dict[str, tf.Tensor]) -> tf.Tensor:
-        return model(features)
-
+    columns = spec.column_dtypes(train_only=False)
     labels, probabilities, groups = [], [], []
     for batch in dataset:
-        probabilities.append(served({c: batch[c] for c in signature}).numpy())
+        probabilities.append(model.served_probabilities({c: batch[c] for c in columns}).numpy())
         labels.append(batch[spec.label].numpy())
         groups.append(batch[spec.group_key].numpy())
     if not labels:

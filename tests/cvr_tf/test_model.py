@@ -100,3 +100,11 @@ def test_config_round_trip(model):
     clone.set_weights(model.get_weights())
     np.testing.assert_array_equal(clone(_batch()).numpy(), model(_batch()).numpy())
     assert clone.config == model.config and clone.vocabularies == model.vocabularies
+
+
+def test_served_probabilities_is_traced_once(model):
+    columns = SPEC.column_dtypes(train_only=False)
+    first = model.served_probabilities({c: _batch()[c] for c in columns})
+    model.served_probabilities({c: _batch(positions=(1, 2))[c] for c in columns})
+    np.testing.assert_allclose(first.numpy(), model(_batch()).numpy(), rtol=1e-6)
+    assert model.served_probabilities.experimental_get_tracing_count() == 1
