@@ -139,6 +139,16 @@ def _score_order(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     return positives_first[np.argsort(predictions[positives_first], kind="stable")]
 
 
+def _checked_with_groups(
+    labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """Validated (labels, predictions, request codes, number of requests, score order)."""
+    labels = _checked_labels(labels)
+    predictions = _checked_predictions(predictions, labels.shape[0])
+    codes, n_groups = _group_codes(groups, labels.shape[0])
+    return labels, predictions, codes, n_groups, _score_order(labels, predictions)
+
+
 def _sorted_by_request(
     labels: np.ndarray, predictions: np.ndarray, codes: np.ndarray, score_order: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,12 +336,10 @@ def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: Ar
     Raises:
         ValueError: on malformed input or missing request keys.
     """
-    labels = _checked_labels(labels)
-    predictions = _checked_predictions(predictions, labels.shape[0])
-    codes, n_groups = _group_codes(groups, labels.shape[0])
-    labels, _, codes = _sorted_by_request(
-        labels, predictions, codes, _score_order(labels, predictions)
+    labels, predictions, codes, n_groups, score_order = _checked_with_groups(
+        labels, predictions, groups
     )
+    labels, _, codes = _sorted_by_request(labels, predictions, codes, score_order)
     return _mean_average_precision(labels, codes, n_groups)
 
 
@@ -355,12 +363,10 @@ def group_auc(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> f
     Raises:
         ValueError: on malformed input or missing request keys.
     """
-    labels = _checked_labels(labels)
-    predictions = _checked_predictions(predictions, labels.shape[0])
-    codes, n_groups = _group_codes(groups, labels.shape[0])
-    labels, predictions, codes = _sorted_by_request(
-        labels, predictions, codes, _score_order(labels, predictions)
+    labels, predictions, codes, n_groups, score_order = _checked_with_groups(
+        labels, predictions, groups
     )
+    labels, predictions, codes = _sorted_by_request(labels, predictions, codes, score_order)
     return _group_auc(labels, predictions, codes, n_groups)
 
 
@@ -399,10 +405,9 @@ def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> di
     Raises:
         ValueError: on malformed input or missing request keys.
     """
-    labels = _checked_labels(labels)
-    predictions = _checked_predictions(predictions, labels.shape[0])
-    codes, n_groups = _group_codes(groups, labels.shape[0])
-    score_order = _score_order(labels, predictions)
+    labels, predictions, codes, n_groups, score_order = _checked_with_groups(
+        labels, predictions, groups
+    )
     request_labels, request_predictions, request_codes = _sorted_by_request(
         labels, predictions, codes, score_order
     )
