@@ -213,9 +213,3 @@ def build_model(spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]],
     return CVRModel(spec_config=scaled.to_dict(),
                     vocabularies=scaled.cut_vocabularies(vocabularies),
                     config=dataclasses.asdict(config), name="cvr_model")
-
-
-def serving_model(model: CVRModel) -> keras.Model:
-    """The served function as one Keras model: raw serving columns -> probabilities."""
-    inputs = model.spec.keras_inputs()
-    return keras.Model(inputs, model.dense_part(model.embedding_part(inputs)), name="served")
