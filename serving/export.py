@@ -51,6 +51,7 @@ def export_model(
     version: int | None = None,
     batching: signatures.BatchingConfig | None = None,
     dense_device: str = "gpu",
+    jit_compile_dense: bool = False,
 ) -> str:
     """Exports the latest checkpoint of ``model_dir``; returns the version directory.
 
@@ -62,6 +63,8 @@ def export_model(
       batching: in-graph batching parameters (``scope="none"`` disables it); default
         :class:`~serving.signatures.BatchingConfig`.
       dense_device: ``gpu``, ``cpu`` or ``none`` (unpinned) for the dense part's ops.
+      jit_compile_dense: compile the dense part with XLA (tensorflow_model_server then needs
+        ``--xla_cpu_compilation_enabled=true`` on CPU hosts).
     """
     if dense_device not in signatures.DEVICES:
         raise ValueError(
@@ -81,7 +84,9 @@ def export_model(
 
     batching = batching or signatures.BatchingConfig()
     model = model_dir_lib.load_model(model_dir)
-    module = signatures.ServingModule(model, batching, signatures.DEVICES[dense_device])
+    module = signatures.ServingModule(
+        model, batching, signatures.DEVICES[dense_device], jit_compile_dense
+    )
     staging = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     tf.saved_model.save(module, staging, signatures=module.signatures())
@@ -133,9 +138,11 @@ def write_server_files(export_base: str, batching: signatures.BatchingConfig) ->
             for name in models
         ],
     )
+    # Server-side batching (for --batch_scope=none exports) does not split requests here, so its
+    # file caps requests at the executed batch size: the last allowed size.
     tf_serving_config.write_batching_parameters(
         paths[BATCHING_FILE],
-        max_batch_size=batching.max_batch_size,
+        max_batch_size=batching.max_execution_batch_size,
         batch_timeout_micros=batching.batch_timeout_micros,
         max_enqueued_batches=batching.max_enqueued_batches,
         num_batch_threads=batching.num_batch_threads,
@@ -201,7 +208,12 @@ def _define_flags() -> None:
         "",
         "Read the batching parameters from this BatchingParameters text proto.",
     )
-    flags.DEFINE_integer("max_batch_size", defaults.max_batch_size, "Largest merged batch.")
+    flags.DEFINE_integer(
+        "max_batch_size",
+        defaults.max_batch_size,
+        "Largest request accepted, in rows; requests over the last --allowed_batch_sizes are "
+        "split into batches of at most that size.",
+    )
     flags.DEFINE_integer(
         "batch_timeout_micros",
         defaults.batch_timeout_micros,
@@ -212,13 +224,20 @@ def _define_flags() -> None:
     flags.DEFINE_list(
         "allowed_batch_sizes",
         [str(s) for s in defaults.allowed_batch_sizes],
-        "Padded batch sizes; the last must equal --max_batch_size.",
+        "Padded batch sizes, increasing; the last (at most --max_batch_size) is the largest "
+        "batch that runs. Empty: no padding and no splitting.",
     )
     flags.DEFINE_enum(
         "dense_device",
         "gpu",
         list(signatures.DEVICES),
         "Device the dense ops are pinned to (soft placement falls back to CPU).",
+    )
+    flags.DEFINE_bool(
+        "jit_compile_dense",
+        False,
+        "Compile the dense part with XLA; tensorflow_model_server needs "
+        "--xla_cpu_compilation_enabled=true for it on CPU hosts.",
     )
     flags.mark_flags_as_required(["model_dir", "export_base"])
 
@@ -257,6 +276,7 @@ def main(argv: list[str]) -> None:
             FLAGS.version,
             batching,
             FLAGS.dense_device,
+            FLAGS.jit_compile_dense,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error

@@ -37,20 +37,34 @@ DEVICES = {"gpu": "/device:GPU:0", "cpu": "/device:CPU:0", "none": None}
 
 @dataclasses.dataclass(frozen=True)
 class BatchingConfig:
-    """In-graph batching parameters (TF Serving's ``BatchingParameters`` names).
+    """In-graph batching parameters, with TF Serving's ``BatchingParameters`` names and meaning.
+
+    ``max_batch_size`` is the largest request accepted, in rows. The last of
+    ``allowed_batch_sizes`` is the largest batch that runs (TF Serving's
+    ``max_execution_batch_size``): a larger request is split into tasks of at most that many
+    rows (``enable_large_batch_splitting``, always on), which are batched, possibly with other
+    requests' tasks, and concatenated back in order. Smaller batches are padded up to the next
+    allowed size. Without ``allowed_batch_sizes`` nothing is padded and nothing is split, so the
+    execution limit is ``max_batch_size`` itself.
+
+    The same limit holds on every signature: a request of more than ``max_batch_size`` rows is
+    refused with INVALID_ARGUMENT by ``embed``, ``dense`` and ``serving_default`` alike; one
+    that does not fit the queue's remaining capacity (``max_enqueued_batches`` batches) with
+    UNAVAILABLE, so that clients back off.
 
     Attributes:
       scope: ``dense`` (decoupled: batch the dense part only), ``whole`` (batch the whole
         model) or ``none``.
-      max_batch_size: largest merged batch; larger requests are split.
+      max_batch_size: the largest request accepted, in rows.
       batch_timeout_micros: how long the first request of a batch waits for others.
       num_batch_threads: batches run in parallel.
       max_enqueued_batches: queue depth beyond which requests fail with UNAVAILABLE.
-      allowed_batch_sizes: sizes a batch is padded up to; the last equals ``max_batch_size``.
+      allowed_batch_sizes: sizes a batch is padded up to, strictly increasing; the last one,
+        at most ``max_batch_size``, is the execution limit. Empty: no padding, no splitting.
     """
 
     scope: str = "dense"
-    max_batch_size: int = 4096
+    max_batch_size: int = 16384
     batch_timeout_micros: int = 2000
     num_batch_threads: int = 2
     max_enqueued_batches: int = 64
@@ -59,17 +73,23 @@ class BatchingConfig:
     def __post_init__(self) -> None:
         if self.scope not in BATCH_SCOPES:
             raise ValueError(f"batching scope {self.scope!r} unknown; use one of {BATCH_SCOPES}")
-        sizes = list(self.allowed_batch_sizes)
-        if sizes and (sizes != sorted(set(sizes)) or sizes[-1] != self.max_batch_size):
-            raise ValueError(
-                f"allowed_batch_sizes {sizes} must increase strictly and end at "
-                f"max_batch_size {self.max_batch_size}"
-            )
         for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        sizes = list(self.allowed_batch_sizes)
+        if sizes and (sizes != sorted(set(sizes)) or sizes[0] < 1
+                      or sizes[-1] > self.max_batch_size):
+            raise ValueError(
+                f"allowed_batch_sizes {sizes} must be positive, increase strictly and end at "
+                f"most at max_batch_size {self.max_batch_size}"
+            )
         if self.batch_timeout_micros < 0:
             raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
+
+    @property
+    def max_execution_batch_size(self) -> int:
+        """The largest batch that runs: the last allowed size, else ``max_batch_size``."""
+        return self.allowed_batch_sizes[-1] if self.allowed_batch_sizes else self.max_batch_size
 
     def batch_function(self, name: str) -> Callable[[Callable], Callable]:
         """A decorator batching a function of tensors, its op in the name scope ``name``."""
@@ -80,6 +100,7 @@ class BatchingConfig:
             allowed_batch_sizes=list(self.allowed_batch_sizes) or None,
             max_enqueued_batches=self.max_enqueued_batches,
             autograph=False,
+            enable_large_batch_splitting=True,
         )
 
         def wrap(fn: Callable) -> Callable:
@@ -100,10 +121,18 @@ class ServingModule(tf.Module):
     It holds the model's two parts, not the model: what is served is their composition and
     nothing else (the training-only bias tower stays out of the SavedModel).
 
+    Every signature checks its request before any work, so that TF Serving answers
+    INVALID_ARGUMENT naming the input: float inputs (raw numeric columns, ``embeddings``) must be
+    finite, as the training pipeline requires of its rows; with batching on, a request of more
+    than ``max_batch_size`` rows is refused by all three signatures alike. Outputs have static
+    ranks (``embeddings [batch, D]``, ``probabilities [batch]``) in the signature metadata.
+
     Args:
       model: the trained model.
       batching: in-graph batching parameters (default :class:`BatchingConfig`).
       dense_device: device string for the dense ops, or None to leave them unpinned.
+      jit_compile_dense: compile the dense part with XLA (``tf.function(jit_compile=True)``);
+        tensorflow_model_server then needs ``--xla_cpu_compilation_enabled=true`` on CPU hosts.
     """
 
     def __init__(
@@ -111,50 +140,85 @@ class ServingModule(tf.Module):
         model: CVRModel,
         batching: BatchingConfig | None = None,
         dense_device: str | None = DEVICES["gpu"],
+        jit_compile_dense: bool = False,
     ) -> None:
         super().__init__(name="cvr_serving")
         batching = batching or BatchingConfig()
         self.embedding_part = model.embedding_part
         self.dense_part = model.dense_part
         self._dense_device = dense_device
+        self._max_rows = batching.max_batch_size if batching.scope != "none" else None
         self._columns = model.spec.column_dtypes(train_only=False)
         self.input_signature = {
             c: tf.TensorSpec([None], tf.dtypes.as_dtype(d), name=c)
             for c, d in self._columns.items()
         }
         self.embedding_dim = model.embedding_part.output_shape[-1]
+        dense = self._dense_probabilities
+        if jit_compile_dense:
+            dense = tf.function(dense, jit_compile=True, autograph=False)
 
         if batching.scope == "dense":
-            self._run_dense = batching.batch_function("dense_batch")(self._dense_probabilities)
+            self._run_dense = batching.batch_function("dense_batch")(dense)
         else:
-            self._run_dense = self._dense_probabilities
+            self._run_dense = dense
         if batching.scope == "whole":
-            whole = batching.batch_function("whole_model_batch")(self._whole_model)
+            whole = batching.batch_function("whole_model_batch")(
+                lambda *columns: dense(self._embed(dict(zip(self._columns, columns, strict=True))))
+            )
             self._run_whole = lambda features: whole(*(features[c] for c in self._columns))
         else:
             self._run_whole = lambda features: self._run_dense(self._embed(features))
 
         self.embed = tf.function(
-            lambda features: {EMBEDDINGS: self._embed(features)},
+            lambda features: {EMBEDDINGS: self._embed(self._checked_features(features))},
             input_signature=[self.input_signature],
             autograph=False,
         )
         self.dense = tf.function(
-            lambda embeddings: {PROBABILITIES: self._run_dense(embeddings)},
+            lambda embeddings: {
+                PROBABILITIES: self._probabilities(
+                    self._run_dense(self._checked(EMBEDDINGS, embeddings))
+                )
+            },
             input_signature=[
                 tf.TensorSpec([None, self.embedding_dim], tf.float32, name=EMBEDDINGS)
             ],
             autograph=False,
         )
         self.serving_default = tf.function(
-            lambda features: {PROBABILITIES: self._run_whole(features)},
+            lambda features: {
+                PROBABILITIES: self._probabilities(
+                    self._run_whole(self._checked_features(features))
+                )
+            },
             input_signature=[self.input_signature],
             autograph=False,
         )
 
+    def _checked(self, name: str, tensor: tf.Tensor) -> tf.Tensor:
+        """``tensor`` behind the request checks: finite floats, at most the batching limit."""
+        checks = []
+        if self._max_rows is not None:
+            checks.append(tf.debugging.assert_less_equal(
+                tf.shape(tensor, out_type=tf.int64)[0], tf.constant(self._max_rows, tf.int64),
+                message=f"input '{name}' has more rows than max_batch_size={self._max_rows}; "
+                        "split the request or export with a larger --max_batch_size",
+            ))
+        if tensor.dtype.is_floating:
+            checks.append(tf.debugging.assert_all_finite(
+                tensor, message=f"input '{name}' holds NaN or infinite values; send finite "
+                                "numbers (the training pipeline rejects such rows)",
+            ))
+        with tf.control_dependencies(checks):
+            return tf.identity(tensor)
+
+    def _checked_features(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {name: self._checked(name, tensor) for name, tensor in features.items()}
+
     def _embed(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         with tf.device("/device:CPU:0"):
-            return self.embedding_part(dict(features))
+            return tf.ensure_shape(self.embedding_part(dict(features)), [None, self.embedding_dim])
 
     def _dense_probabilities(self, embeddings: tf.Tensor) -> tf.Tensor:
         if self._dense_device is None:
@@ -162,9 +226,10 @@ class ServingModule(tf.Module):
         with tf.device(self._dense_device):
             return self.dense_part(embeddings)
 
-    def _whole_model(self, *columns: tf.Tensor) -> tf.Tensor:
-        features = dict(zip(self._columns, columns, strict=True))
-        return self._dense_probabilities(self._embed(features))
+    @staticmethod
+    def _probabilities(probabilities: tf.Tensor) -> tf.Tensor:
+        """The batch op's output has no static shape; the signature promises ``[batch]``."""
+        return tf.ensure_shape(probabilities, [None])
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """The three signatures, keyed by their SavedModel names."""

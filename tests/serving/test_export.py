@@ -17,7 +17,7 @@ from serving import export, signatures, tf_serving_config, warmup
 SPEC = default_spec()
 VOCABS = {t: [f"tok{i}" for i in range(30)] for t in SPEC.vocabulary_tables()}
 SMALL_BATCHING = signatures.BatchingConfig(
-    max_batch_size=64, allowed_batch_sizes=(16, 64), batch_timeout_micros=100
+    max_batch_size=200, allowed_batch_sizes=(16, 64), batch_timeout_micros=100
 )
 
 
@@ -64,16 +64,73 @@ def test_signatures_equal_the_keras_model(trained_dir, tmp_path, scope):
     np.testing.assert_allclose(dense.numpy(), expected, atol=1e-5)
     served = loaded.signatures["serving_default"](**tensors)["probabilities"].numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
+    # 150 rows: more than the largest executed batch (64), so the batched signatures split it.
     big = {c: tf.constant(v) for c, v in _features(150).items()}
-    if scope == "none":
-        np.testing.assert_allclose(
-            loaded.signatures["serving_default"](**big)["probabilities"],
-            model(big).numpy(),
-            atol=1e-5,
-        )
-    else:  # as in TF Serving: a request over max_batch_size is INVALID_ARGUMENT
-        with pytest.raises(tf.errors.InvalidArgumentError, match="larger than maximum input"):
-            loaded.signatures["serving_default"](**big)
+    np.testing.assert_allclose(
+        loaded.signatures["serving_default"](**big)["probabilities"], model(big).numpy(), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("scope", ["dense", "whole"])
+def test_every_signature_refuses_requests_over_max_batch_size(trained_dir, tmp_path, scope):
+    batching = signatures.BatchingConfig(**{**SMALL_BATCHING.__dict__, "scope": scope})
+    loaded = tf.saved_model.load(export.export_model(trained_dir, str(tmp_path), "cvr",
+                                                     batching=batching))
+    too_many = {c: tf.constant(v) for c, v in _features(201).items()}
+    embeddings = tf.zeros([201, loaded.signatures["dense"].structured_input_signature[1][
+        "embeddings"].shape[1]])
+    calls = [lambda: loaded.signatures["embed"](**too_many),
+             lambda: loaded.signatures["serving_default"](**too_many),
+             lambda: loaded.signatures["dense"](embeddings=embeddings)]
+    for call in calls:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="more rows than max_batch_size=200; split the request"):
+            call()
+
+
+def test_non_finite_inputs_are_refused_naming_the_input(exported):
+    loaded = tf.saved_model.load(exported)
+    for bad in (np.nan, np.inf, -np.inf):
+        features = {c: tf.constant(v) for c, v in _features(5).items()}
+        price = features["item_price"].numpy().copy()
+        price[3] = bad
+        features["item_price"] = tf.constant(price)
+        for name in ("embed", "serving_default"):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match="input 'item_price' holds NaN or infinite values"):
+                loaded.signatures[name](**features)
+    embeddings = loaded.signatures["embed"](**{c: tf.constant(v) for c, v in
+                                               _features(4).items()})["embeddings"].numpy()
+    embeddings[1, 2] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input 'embeddings' holds NaN"):
+        loaded.signatures["dense"](embeddings=tf.constant(embeddings))
+
+
+def test_signature_outputs_have_static_ranks(exported):
+    meta_graph = loader_impl.parse_saved_model(exported).meta_graphs[0]
+    dims = {
+        (name, key): [d.size for d in tensor.tensor_shape.dim]
+        for name, sig in meta_graph.signature_def.items() if name != "__saved_model_init_op"
+        for key, tensor in sig.outputs.items()
+    }
+    width = dims[("embed", "embeddings")][1]
+    assert width > 0
+    assert dims == {("embed", "embeddings"): [-1, width],
+                    ("dense", "probabilities"): [-1],
+                    ("serving_default", "probabilities"): [-1]}
+
+
+def test_jit_compiled_dense_part_returns_the_same_scores(trained_dir, tmp_path):
+    path = export.export_model(trained_dir, str(tmp_path), "cvr", batching=SMALL_BATCHING,
+                               jit_compile_dense=True)
+    loaded = tf.saved_model.load(path)
+    features = {c: tf.constant(v) for c, v in _features().items()}
+    expected = model_dir_lib.load_model(trained_dir)(features).numpy()
+    np.testing.assert_allclose(
+        loaded.signatures["serving_default"](**features)["probabilities"], expected, atol=1e-5
+    )
+    compiled = [n for _, n in _nodes(path) if n.attr["_XlaMustCompile"].b]
+    assert compiled, "the dense function must carry jit_compile into the SavedModel"
 
 
 def _nodes(saved_model_dir: str):
@@ -124,7 +181,7 @@ def test_one_batched_dense_function_in_its_own_scope(exported):
     batch_ops = [n for _, n in _nodes(exported) if n.op == "BatchFunction"]
     # dense and serving_default share the one batched dense function (one queue, one op name).
     assert {n.name for n in batch_ops} == {"dense_batch/batch/BatchFunction"}
-    assert {n.attr["max_batch_size"].i for n in batch_ops} == {64}
+    assert {n.attr["max_batch_size"].i for n in batch_ops} == {200}
     assert list(batch_ops[0].attr["allowed_batch_sizes"].list.i) == [16, 64]
 
 
