@@ -1,47 +1,41 @@
-"""Serving benchmark: batched vs unbatched, decoupled vs whole-model batching, 1x vs 8x FLOPs and
-the local server's overhead, measured in one run against one local gRPC server.
+"""Serving benchmark, in one run: the exported SavedModels in-process (the figure that transfers to
+``tensorflow_model_server``), then the same exports behind the local gRPC server.
 
-Four exports of untrained models (latency does not depend on the weights; the vocabularies are
-made-up tokens at the default spec's caps, so the embedding tables have their real sizes):
-``dcnv2_dense`` (in-graph batching of the dense part, the embedding lookups in the request
-thread), ``dcnv2_none`` (no batching), ``dcnv2_whole`` (the whole model batched) and
-``dhen_dense`` (DHEN at scale 1, ~8x the dense FLOPs, batched like ``dcnv2_dense``). One
-``python -m serving.server`` subprocess on 127.0.0.1 serves them all; the load comes from this
-process (its own interpreter, so the load generator does not contend for the server's GIL).
+Exports (untrained models of the default spec, :mod:`experiments.serving_exports`):
+``dcnv2_dense`` (in-graph batching of the dense part, embedding lookups in the request thread),
+``dcnv2_none`` (no batching), ``dcnv2_whole`` (the whole model batched), ``dhen_dense`` (DHEN at
+scale 1, ~8x the dense FLOPs), ``dhen_none`` and ``dhen_dense_xla`` (the dense part compiled
+with XLA).
 
-* Load: open loop (:func:`serving.loadtest.run_load`, Poisson arrivals, latency from each
-  request's intended send time) at each offered QPS of ``--qps``, for ``--duration_s`` (longer at
-  low QPS, so every point has at least :data:`MIN_REQUESTS`). At each QPS every model still
-  climbing runs once, in an order rotated per level so that background load on the shared
-  machine spreads over the models. A point is *sustained* (:func:`sustained`) when no request
-  failed and the answers kept pace with the sends; a model stops climbing after an unsustained
-  point or a p99 over :data:`STOP_P99_MS`. Each point also records the CPU ms per
-  request of the server process, the steadier measure on a shared machine.
-* (a) Each model's highest sustained throughput whose p99 is within the unbatched model's p99
-  at its own best point, and within the fixed ``--p99_budget_ms``.
-* (b) Decoupled (``dense``) vs whole-model batching, and (c) ``dhen`` vs ``dcnv2`` (both
-  batched): throughput, p50 and p99 at each common QPS, and the p99 ratio.
-* (d) Median latency of sequential Predicts through the server minus the median of in-process
-  calls of the same signature of the same SavedModel (loaded here), alternating the two.
+* In-process (:mod:`experiments.inprocess_load`): each export's ``serving_default`` loaded here
+  and called from ``--threads`` request threads at each offered QPS of ``--qps`` (open loop,
+  Poisson arrivals, latency from the intended send time), climbing until a model stops keeping
+  up (:func:`experiments.serving_sweep.sweep`). bf16 has its own probe,
+  :mod:`experiments.bench_bf16`, since its graph rewrite is process-wide.
+* The targets of issue 16 (printed at the end of the in-process part): dhen p99 <= 1.5x dcnv2
+  p99 at a QPS that dcnv2 sustains and unbatched dhen does not; dhen batched >= 2x unbatched
+  throughput at equal or lower p99. Also each batched model's dense-part GFLOP/s at its best
+  point against the matmul peak measured in this run (:mod:`experiments.matmul_peak`).
+* gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 and dhen
+  (batched, unbatched); the same sweep through it gives the local server's own figures, and
+  sequential Predicts vs in-process calls of the same signature give its overhead per request
+  (median latency difference, and the server's CPU ms per request).
 
-Batching defaults for 2 CPU cores and 100-row requests: one batch thread (TensorFlow's intra-op
-pool already spreads a batch's matmuls over both cores, and the request threads need CPU for the
-lookups); batches of up to 1,600 rows (16 requests); a zero batch timeout, so a lone request
-never waits while, under load, requests pile up into the next batch as long as the previous one
-runs; no padded sizes (shapes are dynamic on CPU, so padding only adds work).
+Batching defaults for 2 CPU cores and 100-row requests, from TF Serving's CPU advice and
+measured here: a zero batch timeout (a lone request never waits; under load requests pile up
+while the previous batch runs), ``--num_batch_threads`` 1 (TensorFlow's intra-op pool already
+spreads a batch's matmuls over both cores, and request threads need CPU for the lookups), no
+padded sizes (shapes are dynamic on CPU, so padding only adds work), batches of at most 1,600
+rows (16 requests).
 
-Prints a markdown table per part; writes every point, the summaries and the ``p99_vs_qps``
-series ({batched, unbatched, dcnv2, dhen} -> [[offered qps, p99 ms], ...]; ``dcnv2`` is the
-batched dcnv2 model, the same points as ``batched``) as JSON::
+Prints markdown tables and writes every point and summary as JSON (``--out``)::
 
-    python -m experiments.bench_serving [--qps 20,35,50,...] [--duration_s 5]
+    python -m experiments.bench_serving [--qps 50,100,...] [--duration_s 3] [--threads 16]
         [--max_batch_size 1600] [--batch_timeout_micros 0] [--num_batch_threads 1]
-        [--out experiments/results/serving.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -52,102 +46,108 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
+from absl import app, flags
 
-from cvr_tf import model_dir as model_dir_lib
-from cvr_tf.compat import keras, tf
-from cvr_tf.features import FeatureSpec, default_spec
-from cvr_tf.model import CVRModel, ModelConfig, build_model
-from serving import export, signatures, warmup
+from cvr_tf.compat import tf
+from experiments import serving_report, serving_sweep
+from experiments.inprocess_load import run_inprocess_load
+from experiments.matmul_peak import matmul_peak_gflops
+from experiments.serving_exports import Variant, export_variants, request_features
+from serving import export, signatures
 from serving.client import PredictionClient
 from serving.loadtest import run_load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_QPS = (20, 35, 50, 70, 100, 140, 200, 280, 400, 560, 800, 1100)
-SUSTAINED_FRACTION = 0.95
-STOP_P99_MS = 500.0
-MIN_REQUESTS = 200
 SERVER_START_TIMEOUT_S = 600.0
-# (model name, backbone, batching scope)
-VARIANTS = (("dcnv2_dense", "dcnv2", "dense"), ("dcnv2_none", "dcnv2", "none"),
-            ("dcnv2_whole", "dcnv2", "whole"), ("dhen_dense", "dhen", "dense"))
-BATCHED, UNBATCHED, WHOLE, EIGHT_X = (name for name, _, _ in VARIANTS)
+VARIANTS = (Variant("dcnv2_dense", "dcnv2", "dense"), Variant("dcnv2_none", "dcnv2", "none"),
+            Variant("dcnv2_whole", "dcnv2", "whole"), Variant("dhen_dense", "dhen", "dense"),
+            Variant("dhen_none", "dhen", "none"),
+            Variant("dhen_dense_xla", "dhen", "dense", jit_compile_dense=True))
+BATCHED, UNBATCHED, WHOLE, EIGHT_X, EIGHT_X_UNBATCHED, EIGHT_X_XLA = (v.name for v in VARIANTS)
+GRPC_MODELS = (BATCHED, UNBATCHED, WHOLE, EIGHT_X)
+RATIO_TARGET, THROUGHPUT_TARGET = 1.5, 2.0
 
-Point = dict[str, Any]
+Point = serving_sweep.Point
 
 
 # ----------------------------------------------------------------------------------------------
-# Models, exports, requests
+# In-process: what tensorflow_model_server would run
 
 
-def synthetic_vocabularies(spec: FeatureSpec, limit: int | None = None) -> dict[str, list[str]]:
-    """``vocabulary_size`` made-up tokens per computed vocabulary (at most ``limit``)."""
-    sizes = {table: features[0].vocabulary_size
-             for table, features in spec.vocabulary_tables().items()}
-    return {table: [f"{table}{index}" for index in range(min(size, limit or size))]
-            for table, size in sizes.items()}
+def load_signature(path: str, warmup: Sequence[Mapping[str, np.ndarray]] = ()) -> Any:
+    """A SavedModel's ``serving_default``, called once on each warmup request (as TF Serving
+    replays warmup records) so that no measured call pays for tracing or graph optimization."""
+    function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
+    for features in warmup:
+        function(**features)
+    return function
 
 
-def make_model_dir(path: str, spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]],
-                   backbone: str, seed: int = 0) -> CVRModel:
-    """An untrained model dir as the training job leaves it (definition + one checkpoint)."""
-    keras.utils.set_random_seed(seed)
-    model = build_model(spec, vocabularies, ModelConfig(backbone=backbone))
-    model_dir_lib.save_model_definition(path, model)
-    tf.train.CheckpointManager(
-        model_dir_lib.checkpoint(model), os.path.join(path, model_dir_lib.CHECKPOINT_DIR), 1
-    ).save(checkpoint_number=1)
-    return model
+def inprocess_measure(functions: Mapping[str, Any], requests: Sequence[Mapping[str, np.ndarray]],
+                      threads: int, timeout_s: float) -> serving_sweep.Measure:
+    """A sweep's ``measure`` calling loaded signatures in this process.
 
-
-def export_variants(
-    workdir: str, batching: signatures.BatchingConfig,
-    variants: Sequence[tuple[str, str, str]] = VARIANTS, vocabulary_limit: int | None = None,
-) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Builds one model dir per backbone and exports each variant as version 1 of its name.
-
-    Returns:
-        The export base (its ``models.config`` lists every variant) and, per variant, its
-        version directory (``path``), backbone, scope, FLOPs per example and parameters.
+    Each point's ``cpu_ms_per_request`` is this process's CPU time (model and load generator)
+    per request sent.
     """
-    spec = default_spec()
-    vocabularies = synthetic_vocabularies(spec, vocabulary_limit)
-    export_base = os.path.join(workdir, "export")
-    built = {backbone: make_model_dir(os.path.join(workdir, backbone), spec, vocabularies,
-                                      backbone)
-             for backbone in sorted({backbone for _, backbone, _ in variants})}
-    exported = {}
-    for name, backbone, scope in variants:
-        model = built[backbone]
-        exported[name] = {
-            "path": export.export_model(
-                os.path.join(workdir, backbone), export_base, name, version=1,
-                batching=dataclasses.replace(batching, scope=scope), dense_device="cpu"),
-            "backbone": backbone,
-            "scope": scope,
-            "backbone_flops_per_example": model.backbone.flops_per_example,
-            "dense_flops_per_example": model.dense_flops_per_example,
-            "dense_params": model.dense_parameter_count,
-            "embedding_params": model.embedding_parameter_count,
-        }
-    return export_base, exported
+
+    def measure(model: str, qps: float, duration_s: float, seed: int) -> Point:
+        load_average, cpu = round(os.getloadavg()[0], 2), time.process_time()
+        report = run_inprocess_load(functions[model], requests, qps, duration_s, threads=threads,
+                                    timeout_s=timeout_s, seed=seed)
+        cpu = time.process_time() - cpu
+        return {"model": model, **dataclasses.asdict(report), "send_window_s": duration_s,
+                "load_average_1m": load_average,
+                "cpu_ms_per_request": round(1e3 * cpu / max(report.requests, 1), 3)}
+
+    return measure
 
 
-def request_features(candidates: int, count: int = 32, vocabulary_limit: int | None = None,
-                     seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """``count`` requests of ``candidates`` rows of raw serving columns (vocabulary tokens)."""
-    spec = default_spec()
-    vocabularies = synthetic_vocabularies(spec, vocabulary_limit)
-    return [warmup.synthetic_features(spec, vocabularies, candidates, seed=seed + index)
-            for index in range(count)]
+def dense_utilization(points: Sequence[Point], models: Mapping[str, Mapping[str, Any]],
+                      names: Sequence[str]) -> list[dict[str, Any]]:
+    """Dense-part GFLOP/s (forward FLOPs x candidates/s) at each model's best sustained point."""
+    rows = []
+    for name in names:
+        best = serving_sweep.best_point([p for p in points if p["model"] == name])
+        if best is None:
+            continue
+        flops = models[name]["dense_flops_per_example"]
+        rows.append({"model": name, "requests_per_s": best["requests_per_s"],
+                     "p99_ms": best["latency_ms"]["p99"],
+                     "dense_gflops": flops * best["candidates_per_s"] / 1e9})
+    return rows
+
+
+def latency_target(points: Sequence[Point], eight_x_names: Sequence[str]) -> list[dict[str, Any]]:
+    """At each QPS that dcnv2 (batched) sustains and unbatched dhen does not (or never reached):
+    each batched dhen variant's p99 over dcnv2's, against :data:`RATIO_TARGET`."""
+    by_model: dict[str, dict[float, Point]] = {}
+    for point in points:
+        by_model.setdefault(point["model"], {})[point["target_qps"]] = point
+    rows = []
+    for qps, base in sorted(by_model.get(BATCHED, {}).items()):
+        unbatched = by_model.get(EIGHT_X_UNBATCHED, {}).get(qps)
+        if not base["sustained"] or (unbatched is not None and unbatched["sustained"]):
+            continue
+        for name in eight_x_names:
+            other = by_model.get(name, {}).get(qps)
+            if other is None:
+                continue
+            ratio = other["latency_ms"]["p99"] / base["latency_ms"]["p99"]
+            rows.append({"qps": qps, "model": name, "dcnv2_p99_ms": base["latency_ms"]["p99"],
+                         "p99_ms": other["latency_ms"]["p99"], "sustained": other["sustained"],
+                         "p99_ratio": round(ratio, 2),
+                         "met": bool(other["sustained"] and ratio <= RATIO_TARGET)})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
-# The server subprocess
+# gRPC: the local development server
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,163 +207,25 @@ def server_process(models_config: str, model_names: Sequence[str], log_path: str
             process.wait()
 
 
-# ----------------------------------------------------------------------------------------------
-# Load sweep
 
 
-def sustained(point: Mapping[str, Any]) -> bool:
-    """No failed request, and the answers kept pace with the sends: answers per second (first
-    send to last answer) at least :data:`SUSTAINED_FRACTION` of requests sent per second of the
-    send window. (The realized rate, not the nominal one: with Poisson arrivals a 5 s window at
-    50 QPS sends 250 +- 16 requests.)"""
-    sent_per_s = point["requests"] / point["send_window_s"]
-    return not point["errors"] and point["requests_per_s"] >= SUSTAINED_FRACTION * sent_per_s
+def grpc_measure(server: LocalServer, requests: Sequence[Mapping[str, np.ndarray]],
+                 timeout_s: float) -> serving_sweep.Measure:
+    """A sweep's ``measure`` through the server; ``cpu_ms_per_request`` is the server's CPU."""
+
+    def measure(model: str, qps: float, duration_s: float, seed: int) -> Point:
+        load_average, cpu = round(os.getloadavg()[0], 2), server.cpu_seconds()
+        report = run_load(server.target, model, mode="open", qps=qps, duration_s=duration_s,
+                          requests=requests, timeout_s=timeout_s, seed=seed)
+        cpu = server.cpu_seconds() - cpu
+        return {"model": model, **dataclasses.asdict(report), "send_window_s": duration_s,
+                "load_average_1m": load_average,
+                "cpu_ms_per_request": round(1e3 * cpu / max(report.requests, 1), 3)}
+
+    return measure
 
 
-def measure(server: LocalServer, model_name: str, qps: float,
-            requests: Sequence[Mapping[str, np.ndarray]], duration_s: float, timeout_s: float,
-            seed: int = 0) -> Point:
-    """One open-loop point: ``qps`` Poisson arrivals for ``duration_s`` against one model.
-
-    Returns:
-        The :class:`~serving.loadtest.LoadReport` fields, the model, the send window, the
-        1-minute load average at the start, CPU ms per request of the server process and of
-        this process (the load generator), and whether the point is :func:`sustained`.
-    """
-    load_average = round(os.getloadavg()[0], 2)
-    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
-    report = run_load(server.target, model_name, mode="open", qps=qps, duration_s=duration_s,
-                      requests=requests, timeout_s=timeout_s, seed=seed)
-    server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
-    sent = max(report.requests, 1)
-    point = {"model": model_name, **dataclasses.asdict(report), "send_window_s": duration_s,
-             "load_average_1m": load_average,
-             "server_cpu_ms_per_request": round(1e3 * server_cpu / sent, 3),
-             "client_cpu_ms_per_request": round(1e3 * client_cpu / sent, 3)}
-    point["sustained"] = sustained(point)
-    return point
-
-
-def sweep(server: LocalServer, model_names: Sequence[str], qps_levels: Sequence[float],
-          requests: Sequence[Mapping[str, np.ndarray]], duration_s: float, timeout_s: float,
-          log: Callable[[str], None] = print) -> list[Point]:
-    """Climbs the QPS ladder with every model until each stops keeping up.
-
-    After a point that stops a model the server may still hold requests of the overload, so the
-    sweep waits ``timeout_s`` (every request's deadline) before the next point.
-
-    Returns:
-        Every measured point (see :func:`measure`), in the order measured.
-    """
-    climbing, points = list(model_names), []
-    for level, qps in enumerate(qps_levels):
-        if not climbing:
-            break
-        shift = level % len(climbing)
-        for name in climbing[shift:] + climbing[:shift]:
-            point = measure(server, name, qps, requests, max(duration_s, MIN_REQUESTS / qps),
-                            timeout_s, seed=level)
-            points.append(point)
-            latency = point["latency_ms"]
-            log(f"{name:<12} {qps:>6g} QPS: {point['requests_per_s']:7.1f} req/s, p50 "
-                f"{latency['p50']:7.1f} ms, p99 {latency['p99']:7.1f} ms, errors "
-                f"{point['errors'] or 0}, server CPU {point['server_cpu_ms_per_request']:.2f} "
-                f"ms/request, load {point['load_average_1m']}")
-            if not point["sustained"] or latency["p99"] > STOP_P99_MS:
-                climbing.remove(name)
-                time.sleep(timeout_s)
-    return points
-
-
-# ----------------------------------------------------------------------------------------------
-# Summaries
-
-
-def brief(point: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The fields of a point that the summaries quote."""
-    if point is None:
-        return None
-    return {"target_qps": point["target_qps"], "requests_per_s": round(point["requests_per_s"], 1),
-            "p50_ms": round(point["latency_ms"]["p50"], 2),
-            "p99_ms": round(point["latency_ms"]["p99"], 2), "sustained": point["sustained"]}
-
-
-def best_point(points: Sequence[Mapping[str, Any]],
-               p99_budget_ms: float = float("inf")) -> Point | None:
-    """The sustained point of highest throughput whose p99 is within the budget, if any."""
-    eligible = [point for point in points
-                if point["sustained"] and point["latency_ms"]["p99"] <= p99_budget_ms]
-    return dict(max(eligible, key=lambda point: point["requests_per_s"])) if eligible else None
-
-
-def compare_at_equal_p99(batched: Sequence[Point], unbatched: Sequence[Point],
-                         p99_budget_ms: float) -> list[dict[str, Any]]:
-    """Max throughput of each model within a p99 budget: the unbatched model's p99 at its own
-    best point, then the fixed ``p99_budget_ms``.
-
-    Returns:
-        One row per budget: each model's best point within it (``None`` if none qualifies), the
-        throughput ratio batched / unbatched, and whether the batched model still kept up at
-        the last QPS it ran (its maximum is then only a lower bound).
-    """
-    reference = best_point(unbatched)
-    budgets = [("unbatched p99 at its best point", reference["latency_ms"]["p99"])
-               ] if reference else []
-    rows = []
-    for label, budget in [*budgets, (f"fixed {p99_budget_ms:g} ms", p99_budget_ms)]:
-        fast, slow = best_point(batched, budget), best_point(unbatched, budget)
-        rows.append({
-            "budget": label, "p99_budget_ms": round(budget, 2),
-            "batched": brief(fast), "unbatched": brief(slow),
-            "throughput_ratio": round(fast["requests_per_s"] / slow["requests_per_s"], 2)
-            if fast and slow else None,
-            "batched_capped_by_ladder": bool(batched) and bool(batched[-1]["sustained"]),
-        })
-    return rows
-
-
-def p99_ratios(baseline: Sequence[Point], other: Sequence[Point]) -> list[dict[str, Any]]:
-    """At each offered QPS both models ran: both points and ``p99(other) / p99(baseline)``."""
-    others = {point["target_qps"]: point for point in other}
-    rows = []
-    for base in baseline:
-        big = others.get(base["target_qps"])
-        if big is None:
-            continue
-        rows.append({
-            "qps": base["target_qps"], "baseline": brief(base), "other": brief(big),
-            "p99_ratio": round(big["latency_ms"]["p99"] / base["latency_ms"]["p99"], 2)
-            if base["latency_ms"]["p99"] else None,
-            "both_sustained": bool(base["sustained"] and big["sustained"]),
-        })
-    return rows
-
-
-def summarize(points: Sequence[Point], p99_budget_ms: float) -> dict[str, Any]:
-    """Parts (a)-(c) and the ``p99_vs_qps`` series, from the sweep's points."""
-    series = {name: sorted((dict(point) for point in points if point["model"] == name),
-                           key=lambda point: point["target_qps"])
-              for name in (BATCHED, UNBATCHED, WHOLE, EIGHT_X)}
-
-    def p99s(name: str) -> list[list[float]]:
-        return [[point["target_qps"], round(point["latency_ms"]["p99"], 3)]
-                for point in series[name]]
-
-    return {
-        "batched_vs_unbatched": compare_at_equal_p99(series[BATCHED], series[UNBATCHED],
-                                                     p99_budget_ms),
-        "decoupled_vs_whole": p99_ratios(series[BATCHED], series[WHOLE]),
-        "dhen_vs_dcnv2": p99_ratios(series[BATCHED], series[EIGHT_X]),
-        "p99_vs_qps": {"batched": p99s(BATCHED), "unbatched": p99s(UNBATCHED),
-                       "dcnv2": p99s(BATCHED), "dhen": p99s(EIGHT_X)},
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Server overhead
-
-
-def server_overhead(target: str, model_name: str, saved_model_dir: str,
+def server_overhead(server: LocalServer, model_name: str, saved_model_dir: str,
                     features: Mapping[str, np.ndarray], calls: int,
                     warmup_calls: int = 20) -> dict[str, Any]:
     """Median latency of a ``serving_default`` Predict through the server minus that of an
@@ -371,19 +233,24 @@ def server_overhead(target: str, model_name: str, saved_model_dir: str,
 
     The in-process call takes the request's numpy arrays and reads the outputs back as numpy,
     as the server does between decoding a request and encoding its answer. One call at a time,
-    alternating between the two sides.
+    alternating between the two sides; the server's CPU seconds over its calls give its CPU
+    cost per request (decoding, the model, encoding).
 
     Returns:
-        Both sides' medians and p90s in ms, ``overhead_ms`` (difference of the medians), calls.
+        Both sides' medians and p90s in ms, ``overhead_ms`` (difference of the medians),
+        ``server_cpu_ms_per_request`` and the number of calls.
     """
-    function = tf.saved_model.load(saved_model_dir).signatures[signatures.DEFAULT_SIGNATURE]
+    function = load_signature(saved_model_dir)
     timings: dict[str, list[float]] = {"grpc": [], "in_process": []}
-    with PredictionClient(target, model_name, max_retries=0) as client:
+    server_cpu = 0.0
+    with PredictionClient(server.target, model_name, max_retries=0) as client:
         request = client.predict_request(features)
         for index in range(warmup_calls + calls):
-            started = time.perf_counter()
+            cpu, started = server.cpu_seconds(), time.perf_counter()
             client.predict_response(request)
             middle = time.perf_counter()
+            if index >= warmup_calls:
+                server_cpu += server.cpu_seconds() - cpu
             for value in function(**features).values():
                 value.numpy()
             if index >= warmup_calls:
@@ -394,121 +261,142 @@ def server_overhead(target: str, model_name: str, saved_model_dir: str,
         result[f"{side}_ms"] = round(statistics.median(values), 3)
         result[f"{side}_p90_ms"] = round(float(np.percentile(values, 90)), 3)
     result["overhead_ms"] = round(result["grpc_ms"] - result["in_process_ms"], 3)
+    result["server_cpu_ms_per_request"] = round(1e3 * server_cpu / calls, 3)
     return result
 
 
 # ----------------------------------------------------------------------------------------------
-# Report
+# The run
 
 
-def _cells(point: Mapping[str, Any] | None) -> str:
-    if point is None:
-        return "none | | "
-    overloaded = "" if point["sustained"] else " (overloaded)"
-    return f"{point['requests_per_s']:.1f}{overloaded} | {point['p50_ms']:.1f} | " \
-           f"{point['p99_ms']:.1f}"
-
-
-def markdown_tables(summary: Mapping[str, Any], flops_ratio: float,
-                    overheads: Sequence[Mapping[str, Any]]) -> str:
-    """One markdown table per part of the benchmark."""
-    lines = ["(a) batched (dense part, in-graph) vs unbatched: max sustained throughput within a "
-             "p99 budget", "",
-             "| p99 budget | ms | batched req/s | p50 | p99 | unbatched req/s | p50 | p99 "
-             "| ratio |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in summary["batched_vs_unbatched"]:
-        ratio = f"{row['throughput_ratio']:.2f}x" if row["throughput_ratio"] else "n/a"
-        ratio = f">= {ratio} (batched never saturated)" if row["batched_capped_by_ladder"] \
-            else ratio
-        lines.append(f"| {row['budget']} | {row['p99_budget_ms']:.1f} | "
-                     f"{_cells(row['batched'])} | {_cells(row['unbatched'])} | {ratio} |")
-    for title, key, first, second in (
-            ("(b) decoupled (embed in the request thread, dense batched) vs whole-model batching",
-             "decoupled_vs_whole", "decoupled", "whole"),
-            (f"(c) dhen (dense-part FLOPs {flops_ratio:.2f}x) vs dcnv2, both batched",
-             "dhen_vs_dcnv2", "dcnv2", "dhen")):
-        lines += ["", title, "",
-                  f"| QPS | {first} req/s | p50 | p99 | {second} req/s | p50 | p99 | p99 ratio |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {row['qps']:g} | {_cells(row['baseline'])} | {_cells(row['other'])} | "
-                  f"{row['p99_ratio'] if row['p99_ratio'] is not None else 'n/a'} |"
-                  for row in summary[key]]
-    lines += ["", "(d) server overhead: sequential Predicts through the server vs in-process calls "
-              "of the same signature (medians)", "",
-              "| model | calls | gRPC ms | in-process ms | overhead ms |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {row['model']} | {row['calls']} | {row['grpc_ms']:.2f} | "
-              f"{row['in_process_ms']:.2f} | {row['overhead_ms']:.2f} |" for row in overheads]
-    return "\n".join(lines)
+FLAGS = flags.FLAGS
+flags.DEFINE_list("qps", ["50", "100", "150", "200", "250", "300", "400", "500", "650", "800",
+                          "1000", "1300", "1600"], "Offered loads in requests/s, ascending.")
+flags.DEFINE_list("grpc_qps", ["50", "100", "150", "200", "300", "400", "550", "700"],
+                  "Offered loads of the gRPC part.")
+flags.DEFINE_float("duration_s", 3.0, "Seconds per point (at least 200 requests).")
+flags.DEFINE_integer("candidates", 100, "Rows per request.")
+flags.DEFINE_integer("threads", 16, "Request threads of the in-process load.")
+flags.DEFINE_float("timeout_s", 2.0, "Deadline of a request.")
+flags.DEFINE_float("p99_budget_ms", 50.0, "Fixed p99 budget of the throughput comparison.")
+flags.DEFINE_integer("max_batch_size", 1600, "In-graph batching: largest request and batch.")
+flags.DEFINE_integer("batch_timeout_micros", 0, "In-graph batching timeout.")
+flags.DEFINE_integer("num_batch_threads", 1, "In-graph batching threads.")
+flags.DEFINE_integer("overhead_calls", 300, "Sequential calls of the server-overhead probe.")
+flags.DEFINE_integer("vocabulary_limit", None, "Cap every vocabulary (smoke runs only).")
+flags.DEFINE_bool("grpc", True, "Also run the gRPC part against the local server.")
+flags.DEFINE_string("workdir", None, "An empty dir for the exports (default: a temp dir).")
+flags.DEFINE_string("out", "experiments/results/serving.json", "Where the JSON goes.")
 
 
 def _load_averages() -> list[float]:
     return [round(load, 2) for load in os.getloadavg()]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--qps", default=",".join(map(str, DEFAULT_QPS)),
-                        help="offered loads in requests/s, ascending")
-    parser.add_argument("--duration_s", type=float, default=5.0, help="seconds per point")
-    parser.add_argument("--candidates", type=int, default=100, help="rows per request")
-    parser.add_argument("--timeout_s", type=float, default=2.0, help="deadline of a request")
-    parser.add_argument("--p99_budget_ms", type=float, default=50.0)
-    parser.add_argument("--max_batch_size", type=int, default=1600)
-    parser.add_argument("--batch_timeout_micros", type=int, default=0)
-    parser.add_argument("--num_batch_threads", type=int, default=1)
-    parser.add_argument("--overhead_calls", type=int, default=300)
-    parser.add_argument("--vocabulary_limit", type=int, default=None,
-                        help="cap every vocabulary (smaller tables: smoke runs only)")
-    parser.add_argument("--workdir", default=None,
-                        help="an empty dir for the exports (default: a temp dir)")
-    parser.add_argument("--out", default="experiments/results/serving.json")
-    args = parser.parse_args(argv)
+def run_inprocess(models: Mapping[str, Mapping[str, Any]],
+                  requests: Sequence[Mapping[str, np.ndarray]], qps: Sequence[float]
+                  ) -> dict[str, Any]:
+    """The in-process sweep of every export, and its summaries against the targets."""
+    functions = {name: load_signature(model["path"], requests) for name, model in models.items()}
+    measure = inprocess_measure(functions, requests, FLAGS.threads, FLAGS.timeout_s)
+    points = serving_sweep.sweep(measure, list(functions), qps, FLAGS.duration_s,
+                                 FLAGS.timeout_s)
+    eight_x = (EIGHT_X, EIGHT_X_XLA)
+    summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
+                                      EIGHT_X, EIGHT_X_UNBATCHED)
+    summary["dhen_variants_batched_vs_unbatched"] = {
+        name: serving_sweep.compare_at_equal_p99(
+            [p for p in points if p["model"] == name],
+            [p for p in points if p["model"] == EIGHT_X_UNBATCHED], FLAGS.p99_budget_ms)
+        for name in eight_x}
+    return {"points": points, **summary,
+            "latency_target": latency_target(points, eight_x),
+            "dense_utilization": dense_utilization(points, models, (BATCHED, WHOLE, *eight_x))}
 
+
+def run_grpc(export_base: str, models: Mapping[str, Mapping[str, Any]], workdir: str,
+             requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """The gRPC sweep through one local server, and its overhead over in-process calls."""
+    config = os.path.join(export_base, export.MODELS_CONFIG)
+    with server_process(config, list(models), os.path.join(workdir, "server.log")) as server:
+        points = serving_sweep.sweep(grpc_measure(server, requests, FLAGS.timeout_s),
+                                     list(GRPC_MODELS), [float(q) for q in FLAGS.grpc_qps],
+                                     FLAGS.duration_s, FLAGS.timeout_s)
+        overheads = [server_overhead(server, name, models[name]["path"], requests[0],
+                                     FLAGS.overhead_calls) for name in (UNBATCHED, BATCHED)]
+    summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
+                                      EIGHT_X)
+    return {"points": points, **summary, "server_overhead": overheads}
+
+
+def _target_lines(inprocess: Mapping[str, Any]) -> list[str]:
+    lines = [f"Targets (in-process): dhen p99 <= {RATIO_TARGET}x dcnv2 p99 at a QPS dcnv2 "
+             "sustains and unbatched dhen does not", "",
+             "| QPS | model | dcnv2 p99 ms | p99 ms | sustained | ratio | met |",
+             "| ---: | --- | ---: | ---: | --- | ---: | --- |"]
+    lines += [f"| {r['qps']:g} | {r['model']} | {r['dcnv2_p99_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['sustained']} | {r['p99_ratio']} | {r['met']} |"
+              for r in inprocess["latency_target"]]
+    lines += ["", f"dhen batched >= {THROUGHPUT_TARGET}x unbatched throughput at equal or lower "
+              "p99 (budget: unbatched dhen's p99 at its best point):", ""]
+    for name, rows in inprocess["dhen_variants_batched_vs_unbatched"].items():
+        ratio = rows[0]["throughput_ratio"] if rows else None
+        lines.append(f"- {name}: " + (f"{ratio:.2f}x (within {rows[0]['p99_budget_ms']:.1f} ms)"
+                                      if ratio else "no comparable points"))
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    del argv
     batching = signatures.BatchingConfig(
-        max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
-        num_batch_threads=args.num_batch_threads, allowed_batch_sizes=())
+        max_batch_size=FLAGS.max_batch_size, batch_timeout_micros=FLAGS.batch_timeout_micros,
+        num_batch_threads=FLAGS.num_batch_threads, allowed_batch_sizes=())
     load_before, started = _load_averages(), time.perf_counter()
+    peaks = {dtype.name: round(matmul_peak_gflops(dtype), 1)
+             for dtype in (tf.float32, tf.bfloat16)}
+    print(f"matmul peak at 2048^2: fp32 {peaks['float32']:.0f}, bf16 {peaks['bfloat16']:.0f} "
+          f"GFLOP/s; load average {load_before}", flush=True)
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or stack.enter_context(tempfile.TemporaryDirectory())
-        export_base, models = export_variants(workdir, batching,
-                                              vocabulary_limit=args.vocabulary_limit)
-        ratios = {kind: models[EIGHT_X][f"{kind}_flops_per_example"]
-                  / models[BATCHED][f"{kind}_flops_per_example"] for kind in ("backbone", "dense")}
-        print(f"exported in {time.perf_counter() - started:.0f} s; FLOPs per example dhen / "
-              f"dcnv2: backbone {ratios['backbone']:.2f}x, dense part {ratios['dense']:.2f}x",
-              flush=True)
-        requests = request_features(args.candidates, vocabulary_limit=args.vocabulary_limit)
-        with server_process(os.path.join(export_base, export.MODELS_CONFIG), list(models),
-                            os.path.join(workdir, "server.log")) as server:
-            points = sweep(server, list(models), [float(q) for q in args.qps.split(",")],
-                           requests, args.duration_s, args.timeout_s)
-            overheads = [server_overhead(server.target, name, models[name]["path"], requests[0],
-                                         args.overhead_calls) for name in (UNBATCHED, BATCHED)]
+        workdir = FLAGS.workdir or stack.enter_context(tempfile.TemporaryDirectory())
+        export_base, models = export_variants(workdir, batching, VARIANTS,
+                                              vocabulary_limit=FLAGS.vocabulary_limit)
+        ratio = (models[EIGHT_X]["dense_flops_per_example"]
+                 / models[BATCHED]["dense_flops_per_example"])
+        print(f"exported in {time.perf_counter() - started:.0f} s; dense-part FLOPs per example "
+              f"dhen / dcnv2: {ratio:.2f}x", flush=True)
+        requests = request_features(FLAGS.candidates, vocabulary_limit=FLAGS.vocabulary_limit)
+        inprocess = run_inprocess(models, requests, [float(q) for q in FLAGS.qps])
+        load_middle = _load_averages()
+        grpc_part = run_grpc(export_base, models, workdir, requests) if FLAGS.grpc else None
     load_after = _load_averages()
-    summary = summarize(points, args.p99_budget_ms)
-    print(f"\n{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, {args.candidates} candidates "
-          f"per request, server in a subprocess on 127.0.0.1; load average (1/5/15 min) "
-          f"{load_before} before, {load_after} after\n")
-    print(markdown_tables(summary, ratios["dense"], overheads))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
+    print(f"\n{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, {FLAGS.candidates} candidates "
+          f"per request; load average (1/5/15 min) {load_before} before, {load_middle} after "
+          f"the in-process part, {load_after} after\n")
+    lines = serving_report.summary_tables(inprocess, ratio, "In-process")
+    lines += ["", *serving_report.utilization_table(inprocess["dense_utilization"], peaks), "",
+              *_target_lines(inprocess)]
+    if grpc_part:
+        lines += ["", *serving_report.summary_tables(grpc_part, ratio, "gRPC (local server)"),
+                  "", *serving_report.overhead_table(grpc_part["server_overhead"])]
+    print("\n".join(lines))
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w", encoding="utf-8") as handle:
         json.dump({
-            "command": " ".join(["python -m experiments.bench_serving",
-                                 *(sys.argv[1:] if argv is None else argv)]),
-            "server": "python -m serving.server subprocess on 127.0.0.1; load from the bench",
+            "command": " ".join(["python -m experiments.bench_serving", *sys.argv[1:]]),
             "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-            "load_average_before_after": [load_before, load_after],
+            "load_average_before_middle_after": [load_before, load_middle, load_after],
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "candidates": args.candidates, "batching": dataclasses.asdict(batching),
+            "matmul_peak_gflops": peaks, "candidates": FLAGS.candidates,
+            "threads": FLAGS.threads, "batching": dataclasses.asdict(batching),
             "models": {name: {k: v for k, v in model.items() if k != "path"}
                        for name, model in models.items()},
-            "flops_ratio_dhen_vs_dcnv2": {k: round(v, 3) for k, v in ratios.items()},
-            "points": points, **summary, "server_overhead": overheads,
+            "dense_flops_ratio_dhen_vs_dcnv2": round(ratio, 3),
+            "in_process": inprocess, "grpc": grpc_part,
+            # The plot's series: the in-process figures, which transfer to TF Serving.
+            "p99_vs_qps": inprocess["p99_vs_qps"],
         }, handle, indent=1)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
