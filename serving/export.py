@@ -62,7 +62,12 @@ def export_model(
       batching: in-graph batching parameters (``scope="none"`` disables it); default
         :class:`~serving.signatures.BatchingConfig`.
       dense_device: ``gpu``, ``cpu`` or ``none`` (unpinned) for the dense part's ops.
+
+    Raises:
+      ValueError: for an invalid ``model_name`` (see ``tf_serving_config.validate_model_name``)
+        or ``dense_device``.
     """
+    tf_serving_config.validate_model_name(model_name)
     if dense_device not in signatures.DEVICES:
         raise ValueError(
             f"dense_device {dense_device!r} unknown; use one of {', '.join(signatures.DEVICES)}"

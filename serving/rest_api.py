@@ -83,6 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Answers the HTTP parser's own refusals (bad request line, headers) in TF's shape."""
         self.close_connection = True
+        self.request_version = "HTTP/1.0"  # an unparsed request line still gets a status line
         try:
             self._reply(code, {"error": message or HTTPStatus(code).phrase})
         except OSError:  # the client is gone

@@ -236,9 +236,12 @@ def define_flags() -> None:
 def _config_from_flags() -> ModelServerConfig:
     if bool(FLAGS.model_config_file) == bool(FLAGS.model_base_path):
         raise app.UsageError("pass exactly one of --model_config_file or --model_base_path")
-    if FLAGS.model_config_file:
-        return read_models_config(FLAGS.model_config_file)
-    return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
+    try:
+        if FLAGS.model_config_file:
+            return read_models_config(FLAGS.model_config_file)
+        return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
 
 def _batching_from_flags() -> BatchingOptions | None:
