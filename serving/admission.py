@@ -3,13 +3,14 @@
 Every request, gRPC or REST, passes one :class:`RequestGate` before any work starts:
 
 1. the ``ModelSpec`` is resolved (``NOT_FOUND`` for an unknown model or version);
-2. the model's running requests are counted against ``max_in_flight_per_model``: past it, the
-   request is refused at once with ``UNAVAILABLE``, TF Serving's code for a full queue, so clients
-   back off or fail over instead of piling up behind a saturated model;
-3. a request whose remaining deadline is shorter than the model's recent service time ``s`` is
-   refused with ``DEADLINE_EXCEEDED`` before it runs (it would time out anyway, after taking a
-   slot). ``s`` is an exponentially weighted mean of served requests' times,
-   ``s <- (1 - a) s + a t`` with ``a = 0.1``;
+2. at most ``max_in_flight_per_model`` requests of a model run at once; the next
+   ``max_queued_per_model`` wait for a slot in a bounded queue, and past that a request is refused
+   at once with ``UNAVAILABLE``, TF Serving's code for a full queue, so clients back off or fail
+   over instead of piling up behind a saturated model;
+3. a request whose remaining deadline is shorter than the model's recent service time ``s``
+   (before it runs, or while it waits for a slot) is refused with ``DEADLINE_EXCEEDED``: it would
+   time out anyway, after taking a slot. ``s`` is an exponentially weighted mean of served
+   requests' times, ``s <- (1 - a) s + a t`` with ``a = 0.1``;
 4. the answer's status and latency go to :class:`~serving.metrics.ServingMetrics`.
 
 The in-graph ``BatchFunction`` queue bounds itself: past its ``max_enqueued_batches`` TensorFlow
@@ -37,13 +38,14 @@ METADATA_API = "metadata"  # answered from memory: counted, never shed
 
 
 class _ModelGate:
-    """In-flight count and service-time estimate of one model (guarded by its lock)."""
+    """Running and waiting counts and service-time estimate of one model (under its condition)."""
 
-    __slots__ = ("in_flight", "lock", "service_s")
+    __slots__ = ("condition", "in_flight", "service_s", "waiting")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.condition = threading.Condition()
         self.in_flight = 0
+        self.waiting = 0
         self.service_s = 0.0
 
 
@@ -83,26 +85,46 @@ class RequestGate:
         self.metrics.increment(metrics.SHED_COUNT, model_name=model_name, status=code.name)
         return ServingError(code, message)
 
+    def _hopeless(self, model_name: str, gate: _ModelGate) -> ServingError:
+        return self._refuse(
+            model_name,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request's remaining deadline is shorter than model '{model_name}''s recent "
+            f"service time ({gate.service_s * 1e3:.1f} ms); refused before running it. Give the "
+            "request a longer deadline",
+        )
+
+    def _wait_for_slot(self, model_name: str, gate: _ModelGate, deadline: float | None) -> None:
+        """Queues for a running slot (caller holds the condition); refuses when hopeless."""
+        depth = self.limits.max_queued_per_model
+        if gate.waiting >= depth:
+            raise self._refuse(
+                model_name,
+                grpc.StatusCode.UNAVAILABLE,
+                f"model '{model_name}' has {self.limits.max_in_flight_per_model} requests running "
+                f"and {depth} queued, its limits (--max_in_flight_per_model, "
+                "--max_queued_per_model); retry with backoff",
+            )
+        gate.waiting += 1
+        try:
+            while gate.in_flight >= self.limits.max_in_flight_per_model:
+                timeout = None
+                if deadline is not None:
+                    timeout = deadline - time.monotonic() - gate.service_s
+                    if timeout <= 0:
+                        raise self._hopeless(model_name, gate)
+                gate.condition.wait(timeout)
+        finally:
+            gate.waiting -= 1
+
     @contextlib.contextmanager
     def _admit(self, model_name: str, deadline: float | None) -> Iterator[None]:
         gate = self._gate(model_name)
-        limit = self.limits.max_in_flight_per_model
-        with gate.lock:
-            if gate.in_flight >= limit:
-                raise self._refuse(
-                    model_name,
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"model '{model_name}' is at its limit of {limit} requests in flight "
-                    "(--max_in_flight_per_model); retry with backoff",
-                )
+        with gate.condition:
+            if gate.in_flight >= self.limits.max_in_flight_per_model:
+                self._wait_for_slot(model_name, gate, deadline)
             if deadline is not None and deadline - time.monotonic() < gate.service_s:
-                raise self._refuse(
-                    model_name,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"the request's remaining deadline is shorter than model '{model_name}''s "
-                    f"recent service time ({gate.service_s * 1e3:.1f} ms); refused before "
-                    "running it. Give the request a longer deadline",
-                )
+                raise self._hopeless(model_name, gate)
             gate.in_flight += 1
         started = time.monotonic()
         served = False
@@ -111,10 +133,11 @@ class RequestGate:
             served = True
         finally:
             elapsed = time.monotonic() - started
-            with gate.lock:
+            with gate.condition:
                 gate.in_flight -= 1
                 if served:
                     gate.service_s += SERVICE_TIME_WEIGHT * (elapsed - gate.service_s)
+                gate.condition.notify()
 
     @contextlib.contextmanager
     def serve(

@@ -4,17 +4,16 @@ A server that shares a host must refuse work it cannot do rather than queue or a
 bound. These limits are checked before any work or allocation, and each refusal names the limit
 and the ``python -m serving.server`` flag that raises it:
 
-=============================  ================================  ==================================
-limit                          flag                              refusal
-=============================  ================================  ==================================
-requests running per model     ``--max_in_flight_per_model``     ``UNAVAILABLE`` (retry, back off)
-gRPC message size              ``--grpc_max_receive_message_bytes`` ``RESOURCE_EXHAUSTED`` (gRPC's)
-declared size of one tensor    ``--max_tensor_bytes``            ``INVALID_ARGUMENT``
-rows (candidates) per request  ``--max_rows_per_request``        ``INVALID_ARGUMENT``
-REST body size                 ``--rest_api_max_body_bytes``     HTTP 413
-REST read timeout              ``--rest_api_timeout_in_ms``      HTTP 408
-REST open connections          ``--rest_api_num_threads``        HTTP 503
-=============================  ================================  ==================================
+* requests running per model: ``--max_in_flight_per_model``; beyond it, requests queue;
+* requests queued per model: ``--max_queued_per_model``, ``UNAVAILABLE`` (retry, back off);
+* gRPC calls running or waiting for a thread: twice ``--grpc_max_threads``, gRPC's own
+  ``RESOURCE_EXHAUSTED``;
+* gRPC message size: ``--grpc_max_receive_message_bytes``, gRPC's own ``RESOURCE_EXHAUSTED``;
+* declared size of one tensor: ``--max_tensor_bytes``, ``INVALID_ARGUMENT``;
+* rows (candidates) per request: ``--max_rows_per_request``, ``INVALID_ARGUMENT``;
+* REST body size: ``--rest_api_max_body_bytes``, HTTP 400;
+* REST body read deadline: ``--rest_api_timeout_in_ms``, HTTP 408;
+* REST open connections: ``--rest_api_num_threads``, HTTP 503.
 
 ``tensorflow_model_server`` has ``--rest_api_num_threads`` and ``--rest_api_timeout_in_ms`` under
 these names; the other bounds are this server's own (TF Serving leaves them to gRPC's resource
@@ -24,7 +23,8 @@ quota and to the batching queue's ``max_enqueued_batches``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -38,7 +38,10 @@ class ServerLimits:
     """Bounds on the work and memory one request or connection may claim.
 
     Attributes:
-        max_in_flight_per_model: Requests of one model running at once; more answer
+        max_in_flight_per_model: Requests of one model running at once; more wait in its
+            queue. Default 2 per core: more running requests only contend for the cores and
+            the GIL. Raise it when batching needs more concurrent requests to fill its batches.
+        max_queued_per_model: Requests of one model waiting for a running slot; more answer
             ``UNAVAILABLE`` at once.
         grpc_max_receive_message_bytes: Largest gRPC request message.
         max_tensor_bytes: Largest declared size (product of the dims x the dtype size) of one
@@ -50,7 +53,8 @@ class ServerLimits:
         max_json_depth: Deepest nesting of arrays and objects in a REST body.
     """
 
-    max_in_flight_per_model: int = 16
+    max_in_flight_per_model: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1))
+    max_queued_per_model: int = 32
     grpc_max_receive_message_bytes: int = 64 * _MIB
     max_tensor_bytes: int = 64 * _MIB
     max_rows_per_request: int = 100_000
@@ -61,8 +65,9 @@ class ServerLimits:
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name}={value!r} must be a positive integer")
+            least = 0 if name == "max_queued_per_model" else 1
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"--{name}={value!r} must be an integer >= {least}")
 
     def check_tensor(self, name: str, dims: tuple[int, ...], item_bytes: int) -> None:
         """Refuses a tensor whose declared shape is invalid or too large, before allocating it.

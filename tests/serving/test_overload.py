@@ -21,7 +21,7 @@ SPEC = model_pb2.ModelSpec(name="cvr")
 
 @pytest.fixture
 def one_slot_server(cvr_base):
-    limits = ServerLimits(max_in_flight_per_model=1)
+    limits = ServerLimits(max_in_flight_per_model=1, max_queued_per_model=0)
     with start_server(single_model_config("cvr", cvr_base), limits=limits) as server:
         yield server
 
@@ -38,6 +38,21 @@ def test_a_model_at_its_in_flight_limit_answers_unavailable_at_once(one_slot_ser
         assert "--max_in_flight_per_model" in caught.value.details()
         assert client.predict(candidates(3))["probabilities"].shape == (3,)
     assert gate.metrics.count(metrics.SHED_COUNT, model_name="cvr", status="UNAVAILABLE") == 1
+
+
+def test_a_queued_request_runs_when_a_slot_frees(cvr_base):
+    limits = ServerLimits(max_in_flight_per_model=1, max_queued_per_model=1)
+    with start_server(single_model_config("cvr", cvr_base), limits=limits) as server:
+        with PredictionClient(server.target, "cvr", max_retries=0) as client:
+            with server.gate.serve(SPEC, "predict", "GRPC"):
+                queued = client.predict_future(client.predict_request(candidates(3)))
+                time.sleep(0.2)
+                assert not queued.done()
+                with pytest.raises(grpc.RpcError) as caught:  # the queue of one is full
+                    client.predict(candidates(3))
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "--max_queued_per_model" in caught.value.details()
+            assert queued.result(timeout=10).outputs["probabilities"].tensor_shape.dim[0].size == 3
 
 
 def test_the_client_retry_rides_out_a_short_overload(one_slot_server):
