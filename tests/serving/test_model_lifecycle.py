@@ -15,6 +15,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import metrics
+from serving.server import start_server
 from serving.tf_serving_config import ModelEntry, models_config
 from tests.serving.conftest import candidates, install_version, predict_request
 
@@ -183,3 +185,26 @@ def test_a_corrupt_version_replaced_by_a_valid_copy_recovers_and_clears_its_erro
     _wait_for(lambda: _states(server).get(2) == "AVAILABLE")
     status = _version_status(server, 2)
     assert (status.status.error_code, status.status.error_message) == (0, "")
+
+
+def test_a_failed_version_is_retried_with_backoff_then_left_until_its_files_change(
+    cvr_base, saved_models
+):
+    config = models_config([ModelEntry("cvr", cvr_base)])
+    with start_server(
+        config,
+        file_system_poll_wait_seconds=0.05,
+        max_num_load_retries=2,
+        load_retry_interval_s=0.1,
+    ) as server:
+        broken = os.path.join(cvr_base, "3")
+        os.makedirs(broken)
+        with open(os.path.join(broken, "saved_model.pb"), "wb") as handle:
+            handle.write(b"not a SavedModel")
+        path_failures = {"model_path": broken, "status": "fail"}
+        _wait_for(lambda: server.gate.metrics.count(metrics.LOAD_ATTEMPT_COUNT, **path_failures))
+        time.sleep(1.0)  # retries after 0.1 s and 0.2 s, then none: the budget of 2 is spent
+        assert server.gate.metrics.count(metrics.LOAD_ATTEMPT_COUNT, **path_failures) == 3
+        shutil.rmtree(broken)
+        install_version(saved_models["v2"], cvr_base, 3)
+        _wait_for(lambda: _states(server).get(3) == "AVAILABLE")
