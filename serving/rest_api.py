@@ -169,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise invalid(f"the body ended after {received} of its {length} bytes")
             chunks.append(chunk)
             received += len(chunk)
+        self.connection.settimeout(self.timeout)  # the answer is written under the usual timeout
         return b"".join(chunks)
 
     def _timeout_message(self, received: int, length: int) -> str:
