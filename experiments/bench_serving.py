@@ -52,6 +52,7 @@ from typing import Any
 import grpc
 import numpy as np
 from absl import app, flags
+from tensorflow_serving.apis import prediction_log_pb2
 
 from cvr_tf.compat import tf
 from experiments import serving_report, serving_sweep
@@ -59,15 +60,20 @@ from experiments.inprocess_load import run_inprocess_load
 from experiments.matmul_peak import matmul_peak_gflops
 from experiments.serving_exports import Variant, export_variants, request_features
 from serving import export, signatures
+from serving import warmup as warmup_lib
 from serving.client import PredictionClient
 from serving.loadtest import run_load
 
+# XLA compiles one program per input shape: the XLA export pads its batches to these sizes (at
+# most 2x the rows of the batch), which its warmup records compile before traffic.
+XLA_BATCH_SIZES = (100, 200, 400, 800, 1600)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_START_TIMEOUT_S = 600.0
 VARIANTS = (Variant("dcnv2_dense", "dcnv2", "dense"), Variant("dcnv2_none", "dcnv2", "none"),
             Variant("dcnv2_whole", "dcnv2", "whole"), Variant("dhen_dense", "dhen", "dense"),
             Variant("dhen_none", "dhen", "none"),
-            Variant("dhen_dense_xla", "dhen", "dense", jit_compile_dense=True))
+            Variant("dhen_dense_xla", "dhen", "dense", jit_compile_dense=True,
+                    allowed_batch_sizes=XLA_BATCH_SIZES))
 BATCHED, UNBATCHED, WHOLE, EIGHT_X, EIGHT_X_UNBATCHED, EIGHT_X_XLA = (v.name for v in VARIANTS)
 GRPC_MODELS = (BATCHED, UNBATCHED, WHOLE, EIGHT_X)
 RATIO_TARGET, THROUGHPUT_TARGET = 1.5, 2.0
@@ -80,9 +86,19 @@ Point = serving_sweep.Point
 
 
 def load_signature(path: str, warmup: Sequence[Mapping[str, np.ndarray]] = ()) -> Any:
-    """A SavedModel's ``serving_default``, called once on each warmup request (as TF Serving
-    replays warmup records) so that no measured call pays for tracing or graph optimization."""
-    function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
+    """A SavedModel's ``serving_default``, warmed up as TF Serving does it: every Predict of the
+    version's warmup records (each signature at each allowed batch size), then one call on each
+    of ``warmup``, so that no measured call pays for tracing, graph optimization or an XLA
+    compilation."""
+    loaded = tf.saved_model.load(path)
+    records = os.path.join(path, warmup_lib.WARMUP_DIR, warmup_lib.WARMUP_FILE)
+    if os.path.exists(records):
+        for record in tf.data.TFRecordDataset(records):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            request = log.predict_log.request
+            loaded.signatures[request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE](
+                **{name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
+    function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
     for features in warmup:
         function(**features)
     return function
@@ -178,7 +194,9 @@ def server_process(models_config: str, model_names: Sequence[str], log_path: str
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "serving.server", f"--port={port}", "--host=127.0.0.1",
-               f"--model_config_file={models_config}", "--file_system_poll_wait_seconds=0"]
+               f"--model_config_file={models_config}", "--file_system_poll_wait_seconds=0",
+               # As many requests per model in flight as one batch merges (16 of 100 rows).
+               "--max_in_flight_per_model=16"]
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     server = LocalServer(f"127.0.0.1:{port}", process.pid)

@@ -126,7 +126,8 @@ def run_inprocess_load(
                        "mean": float(milliseconds.mean())}
     return LoadReport(
         mode="open", concurrency=threads, target_qps=qps, arrival=arrival,
-        requests=len(offsets), ok=len(latencies), errors=dict(errors),
+        offered_qps=len(offsets) / duration_s, requests=len(offsets), ok=len(latencies),
+        errors=dict(errors), retries=0,
         candidates=answered["candidates"], duration_s=duration, latency_ms=percentiles,
         requests_per_s=len(latencies) / duration,
         candidates_per_s=answered["candidates"] / duration,

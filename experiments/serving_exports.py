@@ -23,12 +23,14 @@ from serving import export, signatures, warmup
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One export of the benchmark: a backbone, an in-graph batching scope, XLA or not."""
+    """One export of the benchmark: a backbone, an in-graph batching scope, XLA or not, and
+    padded batch sizes that replace the run's (``None`` keeps them)."""
 
     name: str
     backbone: str
     scope: str
     jit_compile_dense: bool = False
+    allowed_batch_sizes: tuple[int, ...] | None = None
 
 
 def synthetic_vocabularies(spec: FeatureSpec, limit: int | None = None) -> dict[str, list[str]]:
@@ -74,7 +76,11 @@ def export_variants(
         exported[variant.name] = {
             "path": export.export_model(
                 os.path.join(workdir, variant.backbone), export_base, variant.name, version=1,
-                batching=dataclasses.replace(batching, scope=variant.scope), dense_device="cpu",
+                batching=dataclasses.replace(
+                    batching, scope=variant.scope,
+                    allowed_batch_sizes=batching.allowed_batch_sizes
+                    if variant.allowed_batch_sizes is None else variant.allowed_batch_sizes),
+                dense_device="cpu",
                 jit_compile_dense=variant.jit_compile_dense),
             "backbone": variant.backbone,
             "scope": variant.scope,

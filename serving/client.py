@@ -101,7 +101,8 @@ class PredictionClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff_s(self, attempt: int) -> float:
+        """The jittered wait before retry ``attempt`` (0-based); counts the retry."""
         ceiling = min(self._backoff_s * 2**attempt, self._max_backoff_s)
         with self._lock:
             self.retries += 1
@@ -120,7 +121,7 @@ class PredictionClient:
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.max_retries:
                     raise
-            time.sleep(self._backoff(attempt))
+            time.sleep(self.backoff_s(attempt))
             attempt += 1
 
     def predict_request(

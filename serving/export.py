@@ -65,7 +65,12 @@ def export_model(
       dense_device: ``gpu``, ``cpu`` or ``none`` (unpinned) for the dense part's ops.
       jit_compile_dense: compile the dense part with XLA (tensorflow_model_server then needs
         ``--xla_cpu_compilation_enabled=true`` on CPU hosts).
+
+    Raises:
+      ValueError: for an invalid ``model_name`` (see ``tf_serving_config.validate_model_name``)
+        or ``dense_device``.
     """
+    tf_serving_config.validate_model_name(model_name)
     if dense_device not in signatures.DEVICES:
         raise ValueError(
             f"dense_device {dense_device!r} unknown; use one of {', '.join(signatures.DEVICES)}"

@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.errors import ServingError
+from serving.limits import ServerLimits
 from serving.servable import Servable, SignatureRunner
 from serving.tensors import fill_tensor_proto, to_ndarray
 
@@ -39,7 +40,10 @@ def _fill_model_spec(spec: model_pb2.ModelSpec, servable: Servable, signature: s
 
 
 def predict(
-    servable: Servable, request: predict_pb2.PredictRequest, deadline: float | None = None
+    servable: Servable,
+    request: predict_pb2.PredictRequest,
+    deadline: float | None = None,
+    limits: ServerLimits | None = None,
 ) -> predict_pb2.PredictResponse:
     """Answers a ``PredictRequest``: inputs by alias, optional ``output_filter``.
 
@@ -47,6 +51,7 @@ def predict(
         servable: The version that serves the request.
         request: The request; ``model_spec.signature_name`` defaults to ``serving_default``.
         deadline: ``time.monotonic()`` deadline for time spent waiting in a batching queue.
+        limits: The server's size limits, checked on each input before it is read.
 
     Returns:
         The outputs, with ``model_spec`` naming the model, version and signature that answered.
@@ -56,7 +61,7 @@ def predict(
             for bad inputs, or the error of batching or of the model.
     """
     runner = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
-    inputs = {name: to_ndarray(proto, name) for name, proto in request.inputs.items()}
+    inputs = {name: to_ndarray(proto, name, limits) for name, proto in request.inputs.items()}
     outputs = runner.run(inputs, request.output_filter, deadline)
     response = predict_pb2.PredictResponse()
     _fill_model_spec(response.model_spec, servable, runner.name)

@@ -6,6 +6,13 @@
   or fixed arrivals. A request's latency runs from its *intended* send time, so a stalled
   server is charged for the requests it held up (no coordinated omission).
 
+* Overload (:func:`run_overload`): the closed loop measures capacity, then the open loop offers
+  ``--overload_factor`` times it, once without retries and once with the client's retry
+  (``UNAVAILABLE`` only, jittered exponential backoff, at most ``--max_retries`` and never past
+  the request's ``--timeout_s`` from its intended send time). The reports give offered and
+  served rates, requests shed by status code and the p99 of served requests: with fast
+  refusals, the served rate stays near capacity and served latency stays bounded.
+
 Both stop by themselves after ``--duration_s`` or ``--num_requests``. Requests are synthesised
 from the signature's inputs (GetModelMetadata) with ``--candidates`` rows each, or read from a
 JSON/TFRecord file (:mod:`serving.request_files`). The report gives p50/p95/p99/max latency of
@@ -51,9 +58,11 @@ class LoadReport:
         concurrency: Clients (closed loop).
         target_qps: Intended request rate (open loop).
         arrival: ``poisson`` or ``fixed`` (open loop).
+        offered_qps: Requests sent per second of sending (open loop).
         requests: Requests sent; always ``ok + sum(errors.values())``.
         ok: Requests answered successfully.
-        errors: gRPC status code name -> count.
+        errors: gRPC status code name -> count (after retries): the requests shed or failed.
+        retries: Retries made after ``UNAVAILABLE``.
         candidates: Candidates scored in successful requests.
         duration_s: From the first send to the last answer.
         latency_ms: ``p50``, ``p95``, ``p99``, ``max``, ``mean`` of successful requests.
@@ -65,9 +74,11 @@ class LoadReport:
     concurrency: int
     target_qps: float | None
     arrival: str | None
+    offered_qps: float | None
     requests: int
     ok: int
     errors: dict[str, int]
+    retries: int
     candidates: int
     duration_s: float
     latency_ms: dict[str, float]
@@ -83,7 +94,8 @@ class LoadReport:
         load = (
             f"closed loop, {self.concurrency} clients"
             if self.mode == "closed"
-            else f"open loop, {self.target_qps:g} QPS target, {self.arrival} arrivals"
+            else f"open loop, {self.target_qps:g} QPS target ({self.offered_qps:.1f} offered), "
+            f"{self.arrival} arrivals"
         )
         errors = ", ".join(f"{code}={count}" for code, count in sorted(self.errors.items()))
         latency = self.latency_ms
@@ -91,6 +103,7 @@ class LoadReport:
             ("load", load),
             ("requests", f"{self.requests} sent, {self.ok} ok, {self.requests - self.ok} failed"),
             ("errors", errors or "none"),
+            ("retries", str(self.retries)),
             (
                 "latency (ms)",
                 f"p50 {latency['p50']:.2f}  p95 {latency['p95']:.2f}  p99 {latency['p99']:.2f}  "
@@ -187,6 +200,8 @@ class _Plan:
     deadline: float
     budget: int
     recorder: _Recorder
+    max_retries: int = 0
+    timeout_s: float = 5.0
 
     def request(self, index: int) -> tuple[predict_pb2.PredictRequest, int]:
         position = index % len(self.requests)
@@ -218,7 +233,29 @@ def _closed_loop(plan: _Plan, concurrency: int) -> None:
         thread.join()
 
 
-def _open_loop(plan: _Plan, qps: float, arrival: str, seed: int) -> None:
+def _send(plan: _Plan, request: predict_pb2.PredictRequest, rows: int, due: float, attempt: int):
+    """Sends one request asynchronously; ``UNAVAILABLE`` is retried after a backoff (bounded)."""
+
+    def done(future: grpc.Future) -> None:
+        error = future.exception()
+        if (
+            error is not None
+            and error.code() == grpc.StatusCode.UNAVAILABLE
+            and attempt < plan.max_retries
+        ):
+            delay = plan.client.backoff_s(attempt)
+            if time.perf_counter() + delay - due < plan.timeout_s:
+                retry = threading.Timer(delay, _send, (plan, request, rows, due, attempt + 1))
+                retry.daemon = True
+                retry.start()
+                return
+        plan.recorder.record(due, rows, error)
+
+    plan.client.predict_future(request).add_done_callback(done)
+
+
+def _open_loop(plan: _Plan, qps: float, arrival: str, seed: int) -> float:
+    """Sends at the intended times; returns the offered rate (requests per second of sending)."""
     """Sends at intended times ``qps`` apart on average; latency counts from those times."""
     rng = np.random.default_rng(seed)
     sent = 0
@@ -234,11 +271,11 @@ def _open_loop(plan: _Plan, qps: float, arrival: str, seed: int) -> None:
         if delay > 0:
             time.sleep(delay)
         request, rows = plan.request(index)
-        plan.client.predict_future(request).add_done_callback(
-            lambda done, due=intended, rows=rows: plan.recorder.record(due, rows, done.exception())
-        )
+        _send(plan, request, rows, intended, 0)
         sent += 1
+    sending = time.perf_counter() - plan.start
     plan.recorder.wait_for(sent)
+    return sent / max(sending, 1e-9)
 
 
 def run_load(
@@ -255,6 +292,7 @@ def run_load(
     num_requests: int | None = None,
     requests: Sequence[Mapping[str, np.ndarray]] | None = None,
     timeout_s: float = 5.0,
+    max_retries: int = 0,
     seed: int = 0,
 ) -> LoadReport:
     """Runs one load test and reports it.
@@ -271,8 +309,9 @@ def run_load(
         duration_s: Stop sending after this long (``None``: only ``num_requests`` bounds it).
         num_requests: Stop after this many requests (``None``: only ``duration_s`` bounds it).
         requests: Requests to cycle through; ``None`` synthesises them from GetModelMetadata.
-        timeout_s: Deadline of each request.
-        seed: Seed of synthetic inputs and Poisson arrivals.
+        timeout_s: Deadline of each request (with retries: of all its attempts, open loop).
+        max_retries: Retries after ``UNAVAILABLE`` with the client's jittered backoff.
+        seed: Seed of synthetic inputs, Poisson arrivals and backoff jitter.
 
     Returns:
         The :class:`LoadReport`.
@@ -289,7 +328,7 @@ def run_load(
     if duration_s is None and num_requests is None:
         raise ValueError("pass duration_s or num_requests so the load test ends")
     with PredictionClient(
-        target, model_name, signature_name, timeout_s=timeout_s, max_retries=0
+        target, model_name, signature_name, timeout_s=timeout_s, max_retries=max_retries, seed=seed
     ) as client:
         if requests is None:
             requests = synthetic_requests(
@@ -305,11 +344,15 @@ def run_load(
             deadline=start + duration_s if duration_s is not None else float("inf"),
             budget=num_requests if num_requests is not None else sys.maxsize,
             recorder=_Recorder(),
+            max_retries=max_retries,
+            timeout_s=timeout_s,
         )
+        offered = None
         if mode == "closed":
             _closed_loop(plan, concurrency)
         else:
-            _open_loop(plan, qps, arrival, seed)
+            offered = _open_loop(plan, qps, arrival, seed)
+        retries = client.retries
     recorder = plan.recorder
     duration = max(recorder.last_answer - start, 1e-9)
     latencies = np.array(recorder.latencies) * 1e3
@@ -329,15 +372,70 @@ def run_load(
         concurrency=concurrency if mode == "closed" else 0,
         target_qps=qps if mode == "open" else None,
         arrival=arrival if mode == "open" else None,
+        offered_qps=offered,
         requests=ok + sum(recorder.errors.values()),
         ok=ok,
         errors=dict(recorder.errors),
+        retries=retries,
         candidates=recorder.candidates,
         duration_s=duration,
         latency_ms=percentiles,
         requests_per_s=ok / duration,
         candidates_per_s=recorder.candidates / duration,
     )
+
+
+def run_overload(
+    target: str,
+    model_name: str,
+    *,
+    overload_factor: float = 2.0,
+    concurrency: int = 8,
+    candidates: int = 100,
+    duration_s: float = 10.0,
+    timeout_s: float = 1.0,
+    max_retries: int = 3,
+    seed: int = 0,
+    **load_options,
+) -> dict[str, LoadReport]:
+    """Measures capacity, then offers ``overload_factor`` times it without and with retries.
+
+    Args:
+        target: ``127.0.0.1:<port>``.
+        model_name: The model to call.
+        overload_factor: Offered rate as a multiple of the measured capacity (> 1 overloads).
+        concurrency: Clients of the capacity run (closed loop).
+        candidates: Rows per synthesised request.
+        duration_s: Length of each of the three runs.
+        timeout_s: Deadline of each request in the open-loop runs.
+        max_retries: Retries after ``UNAVAILABLE`` in the run with retries.
+        seed: Seed of inputs, arrivals and jitter.
+        **load_options: Passed to every :func:`run_load` (e.g. ``signature_name``).
+
+    Returns:
+        ``capacity`` (closed loop), ``overload`` (open loop, no retries) and
+        ``overload_with_retries`` reports.
+
+    Raises:
+        ValueError: for ``overload_factor <= 0`` or what :func:`run_load` refuses.
+    """
+    if overload_factor <= 0:
+        raise ValueError(f"--overload_factor={overload_factor} must be > 0")
+    common = dict(candidates=candidates, duration_s=duration_s, seed=seed, **load_options)
+    capacity = run_load(target, model_name, mode="closed", concurrency=concurrency, **common)
+    qps = max(capacity.requests_per_s, 1.0) * overload_factor
+    reports = {"capacity": capacity}
+    for name, retries in (("overload", 0), ("overload_with_retries", max_retries)):
+        reports[name] = run_load(
+            target,
+            model_name,
+            mode="open",
+            qps=qps,
+            timeout_s=timeout_s,
+            max_retries=retries,
+            **common,
+        )
+    return reports
 
 
 FLAGS = flags.FLAGS
@@ -348,7 +446,9 @@ def define_flags() -> None:
     flags.DEFINE_string("server", "127.0.0.1:8500", "127.0.0.1:<port> of the server.")
     flags.DEFINE_string("model_name", "cvr", "Model to call.")
     flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
-    flags.DEFINE_enum("mode", "closed", ["closed", "open"], "Closed or open loop.")
+    flags.DEFINE_enum(
+        "mode", "closed", ["closed", "open", "overload"], "Closed loop, open loop or overload."
+    )
     flags.DEFINE_integer("concurrency", 8, "Clients of the closed loop.")
     flags.DEFINE_float("qps", None, "Target requests/s of the open loop.")
     flags.DEFINE_enum("arrival", "poisson", ["poisson", "fixed"], "Open-loop arrivals.")
@@ -359,6 +459,8 @@ def define_flags() -> None:
     flags.DEFINE_string("group_key", "request_id", "Feature grouping TFRecord rows.")
     flags.DEFINE_float("timeout_s", 5.0, "Deadline of each request.")
     flags.DEFINE_integer("seed", 0, "Seed of synthetic inputs and arrivals.")
+    flags.DEFINE_integer("max_retries", 0, "Retries after UNAVAILABLE (overload: its retry run).")
+    flags.DEFINE_float("overload_factor", 2.0, "Overload: offered rate / measured capacity.")
     flags.DEFINE_string("output_json", "", "Also write the report here as JSON.")
 
 
@@ -369,25 +471,47 @@ def main(argv: list[str]) -> None:
     if FLAGS.input:
         with PredictionClient(FLAGS.server, FLAGS.model_name, FLAGS.signature_name) as client:
             _, requests = read_requests(FLAGS.input, client.input_specs(), FLAGS.group_key)
-    report = run_load(
-        FLAGS.server,
-        FLAGS.model_name,
-        signature_name=FLAGS.signature_name,
-        mode=FLAGS.mode,
-        concurrency=FLAGS.concurrency,
-        qps=FLAGS.qps,
-        arrival=FLAGS.arrival,
-        candidates=FLAGS.candidates,
-        duration_s=FLAGS.duration_s or None,
-        num_requests=FLAGS.num_requests,
-        requests=requests,
-        timeout_s=FLAGS.timeout_s,
-        seed=FLAGS.seed,
-    )
-    print(report.table())
+    if FLAGS.mode == "overload":
+        reports = run_overload(
+            FLAGS.server,
+            FLAGS.model_name,
+            overload_factor=FLAGS.overload_factor,
+            concurrency=FLAGS.concurrency,
+            candidates=FLAGS.candidates,
+            duration_s=FLAGS.duration_s or 10.0,
+            timeout_s=FLAGS.timeout_s,
+            max_retries=FLAGS.max_retries or 3,
+            seed=FLAGS.seed,
+            signature_name=FLAGS.signature_name,
+            requests=requests,
+        )
+    else:
+        reports = {
+            FLAGS.mode: run_load(
+                FLAGS.server,
+                FLAGS.model_name,
+                signature_name=FLAGS.signature_name,
+                mode=FLAGS.mode,
+                concurrency=FLAGS.concurrency,
+                qps=FLAGS.qps,
+                arrival=FLAGS.arrival,
+                candidates=FLAGS.candidates,
+                duration_s=FLAGS.duration_s or None,
+                num_requests=FLAGS.num_requests,
+                requests=requests,
+                timeout_s=FLAGS.timeout_s,
+                max_retries=FLAGS.max_retries,
+                seed=FLAGS.seed,
+            )
+        }
+    for name, report in reports.items():
+        print(f"== {name}\n{report.table()}" if len(reports) > 1 else report.table())
     if FLAGS.output_json:
+        payload = {name: dataclasses.asdict(report) for name, report in reports.items()}
+        if len(payload) == 1:
+            (payload,) = payload.values()
         with open(FLAGS.output_json, "w", encoding="utf-8") as handle:
-            handle.write(report.to_json() + "\n")
+            handle.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

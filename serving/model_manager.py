@@ -1,19 +1,31 @@
 """Model versions: which to serve, loading them, polling for new ones, and hot reload.
 
 For each model of the ``ModelServerConfig`` the manager lists ``<base_path>/<version>``
-directories that hold a complete SavedModel (``saved_model.pb`` present; half-written directories
-are ignored until it appears), applies the model's version policy (``latest {num_versions}``,
-the default ``latest 1``; ``specific {versions}``; ``all``), and reconciles:
+directories that hold a complete SavedModel (:func:`~serving.servable.is_complete_version`:
+``saved_model.pb`` plus a readable variables index and every data shard it names; a half-written
+directory is ignored until it is complete), applies the model's version policy
+(``latest {num_versions}``, the default ``latest 1``; ``specific {versions}``; ``all``),
+and reconciles:
 
 1. aspired versions not loaded yet are loaded and warmed up *beside* the ones serving;
 2. the request-routing view switches atomically to include them;
 3. versions no longer aspired leave the view, wait for their requests in flight, and unload.
 
 A version is unloaded only once an aspired version serves (TF Serving's availability-preserving
-policy), so no request fails across a version switch. A failed load is retried on later polls,
-at most ``MAX_LOAD_ATTEMPTS`` times, which covers a directory whose ``saved_model.pb`` was written
-before its variables. Polling runs every ``file_system_poll_wait_seconds``; ``reload_config``
-swaps the whole config at runtime (ModelService.HandleReloadConfigRequest).
+policy), so no request fails across a version switch.
+
+A failed load is retried on later polls while the version stays aspired, after a backoff of
+``load_retry_interval * 2**(k - 1)`` (capped at ``MAX_BACKOFF_FACTOR`` intervals) following the
+``k``-th failure, up to ``max_num_load_retries`` retries (TF Serving's flags and defaults: 5
+retries, 60 s). A version whose files change (a corrupt copy replaced by a valid one) is retried
+at once with a fresh budget; a version no longer aspired (superseded) is forgotten. Differences
+from TF Serving: it retries at a fixed interval inside the loading thread and, once the retries
+are spent, never again until the version is re-aspired; here retries run between polls (the
+served versions keep serving meanwhile) and a changed directory restarts them. Status reports
+the last error while the version is failed and clears it once it loads.
+
+Polling runs every ``file_system_poll_wait_seconds``; ``reload_config`` swaps the whole config at
+runtime (ModelService.HandleReloadConfigRequest).
 
 Requests resolve ``ModelSpec`` (name; version, version_label or latest) against an immutable
 snapshot of what serves, so the request path takes no lock beyond the version's in-flight count.
@@ -25,6 +37,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -33,13 +46,16 @@ from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from cvr_tf.compat import tf
+from serving import metrics
 from serving.errors import ServingError, from_tf_error
-from serving.servable import Servable, is_complete_version, load_servable
+from serving.servable import Servable, is_complete_version, load_servable, version_fingerprint
 from serving.server_batching import BatchScheduler
 from serving.tf_serving_config import ServableVersionPolicy, validate_models_config
 from serving.warmup import warm_up
 
-MAX_LOAD_ATTEMPTS = 5
+MAX_NUM_LOAD_RETRIES = 5  # TF Serving's --max_num_load_retries default
+LOAD_RETRY_INTERVAL_S = 60.0  # TF Serving's --load_retry_interval_micros default, in seconds
+MAX_BACKOFF_FACTOR = 32
 
 State = get_model_status_pb2.ModelVersionStatus.State
 _log = logging.getLogger(__name__)
@@ -96,13 +112,22 @@ def select_versions(
 
 
 @dataclass
+class _Failure:
+    """Failed loads of one version: how many, when to retry, and the files they saw."""
+
+    count: int
+    retry_at: float
+    fingerprint: tuple
+
+
+@dataclass
 class _Model:
     """What the manager knows of one configured model (guarded by the manager's locks)."""
 
     config: model_server_config_pb2.ModelConfig
     servables: dict[int, Servable] = field(default_factory=dict)
     states: dict[int, tuple[int, ServingError | None]] = field(default_factory=dict)
-    failures: dict[int, int] = field(default_factory=dict)
+    failures: dict[int, _Failure] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,9 @@ class ModelManager:
         config: The models to serve (``model_config_list``).
         batch_scheduler: Server-side batching scheduler, or ``None`` to run requests directly.
         poll_wait_seconds: Seconds between polls of the base paths; ``0`` polls once at start.
+        serving_metrics: Counts load attempts (``None``: not counted).
+        max_num_load_retries: Retries of a failed version (see the module docstring).
+        load_retry_interval_s: Backoff before the first retry; it doubles with each failure.
     """
 
     def __init__(
@@ -147,10 +175,21 @@ class ModelManager:
         config: model_server_config_pb2.ModelServerConfig,
         batch_scheduler: BatchScheduler | None = None,
         poll_wait_seconds: float = 1.0,
+        serving_metrics: metrics.ServingMetrics | None = None,
+        max_num_load_retries: int = MAX_NUM_LOAD_RETRIES,
+        load_retry_interval_s: float = LOAD_RETRY_INTERVAL_S,
     ) -> None:
         validate_models_config(config)
+        if max_num_load_retries < 0 or load_retry_interval_s < 0:
+            raise ValueError(
+                f"--max_num_load_retries={max_num_load_retries} and --load_retry_interval_micros"
+                f"={load_retry_interval_s * 1e6:g} must be >= 0"
+            )
         self._batch_scheduler = batch_scheduler
         self._poll_wait_seconds = poll_wait_seconds
+        self._metrics = serving_metrics
+        self._max_retries = max_num_load_retries
+        self._retry_interval_s = load_retry_interval_s
         self._models = {model.name: _Model(model) for model in config.model_config_list.config}
         self._views: dict[str, _ModelView] = {}
         self._lock = threading.Lock()  # guards _models states and publishing _views
@@ -344,18 +383,26 @@ class ModelManager:
         on_disk = list_versions(name, model.config.base_path)
         aspired = select_versions(model.config.model_version_policy, on_disk)
         errors = []
+        for version in list(model.failures):
+            if version not in aspired:  # superseded or deleted: forget its failures
+                del model.failures[version]
         for version in sorted(aspired - set(model.servables), reverse=True):
-            if model.failures.get(version, 0) >= MAX_LOAD_ATTEMPTS:
+            path = on_disk[version]
+            fingerprint = version_fingerprint(path)
+            if not self._due(model.failures.get(version), fingerprint):
                 continue
             self._set_state(model, version, State.LOADING)
             try:
-                servable, records = self._load(name, version, on_disk[version])
+                servable, records = self._load(name, version, path)
             except ServingError as failure:
-                model.failures[version] = model.failures.get(version, 0) + 1
+                self._count_load(path, "fail")
+                self._record_failure(model, version, fingerprint)
                 self._set_state(model, version, State.END, failure)
                 _log.error("%s", failure)
                 errors.append(failure)
                 continue
+            self._count_load(path, "success")
+            model.failures.pop(version, None)
             model.servables[version] = servable
             with self._lock:
                 model.states[version] = (State.AVAILABLE, None)
@@ -365,6 +412,22 @@ class ModelManager:
         if stale and (not aspired or aspired & set(model.servables)):
             self._unload(model, stale)
         return errors
+
+    def _due(self, failure: _Failure | None, fingerprint: tuple) -> bool:
+        """Whether a not-yet-loaded version should be (re)loaded now."""
+        if failure is None or failure.fingerprint != fingerprint:
+            return True
+        return failure.count <= self._max_retries and time.monotonic() >= failure.retry_at
+
+    def _record_failure(self, model: _Model, version: int, fingerprint: tuple) -> None:
+        previous = model.failures.get(version)
+        count = 1 if previous is None or previous.fingerprint != fingerprint else previous.count + 1
+        backoff = self._retry_interval_s * min(2 ** (count - 1), MAX_BACKOFF_FACTOR)
+        model.failures[version] = _Failure(count, time.monotonic() + backoff, fingerprint)
+
+    def _count_load(self, path: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.increment(metrics.LOAD_ATTEMPT_COUNT, model_path=path, status=status)
 
     def _load(self, name: str, version: int, path: str) -> tuple[Servable, int]:
         """Loads and warms up one version; returns it and the number of warmup records."""

@@ -1,7 +1,8 @@
 """The gRPC PredictionService: Predict, Classify, Regress and GetModelMetadata.
 
-A thin adapter: each call resolves its ``ModelSpec`` with the :class:`ModelManager` (holding the
-version for the duration of the call, so a hot reload cannot unload it mid-request), hands the
+A thin adapter: each call passes the :class:`~serving.admission.RequestGate` (which resolves its
+``ModelSpec``, holds the version for the duration of the call so that a hot reload cannot unload it
+mid-request, sheds load and counts the answer), hands the
 request to :mod:`serving.inference`, and turns a :class:`ServingError` into the gRPC status TF
 Serving would send. ``MultiInference`` is left unimplemented (``UNIMPLEMENTED``).
 """
@@ -16,8 +17,8 @@ from google.protobuf.message import Message
 from tensorflow_serving.apis import model_pb2, prediction_service_pb2_grpc
 
 from serving import inference
+from serving.admission import METADATA_API, RequestGate
 from serving.errors import ServingError
-from serving.model_manager import ModelManager
 from serving.servable import Servable
 
 
@@ -38,35 +39,39 @@ def request_deadline(context: grpc.ServicerContext) -> float | None:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """TF Serving's ``tensorflow.serving.PredictionService`` over a :class:`ModelManager`."""
+    """TF Serving's ``tensorflow.serving.PredictionService`` behind a :class:`RequestGate`."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self._manager = manager
+    def __init__(self, gate: RequestGate) -> None:
+        self._gate = gate
 
     def _serve(
         self,
         context: grpc.ServicerContext,
         model_spec: model_pb2.ModelSpec,
+        api: str,
         handler: Callable[[Servable, float | None], Message],
     ) -> Message:
         try:
             deadline = request_deadline(context)
-            with self._manager.servable(model_spec) as servable:
+            with self._gate.serve(model_spec, api, "GRPC", deadline) as servable:
                 return handler(servable, deadline)
         except ServingError as error:
             context.abort(error.code, error.message)
 
     def Predict(self, request, context):
+        limits = self._gate.limits
         return self._serve(
             context,
             request.model_spec,
-            lambda servable, deadline: inference.predict(servable, request, deadline),
+            "predict",
+            lambda servable, deadline: inference.predict(servable, request, deadline, limits),
         )
 
     def Classify(self, request, context):
         return self._serve(
             context,
             request.model_spec,
+            "classify",
             lambda servable, deadline: inference.classify(servable, request, deadline),
         )
 
@@ -74,6 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._serve(
             context,
             request.model_spec,
+            "regress",
             lambda servable, deadline: inference.regress(servable, request, deadline),
         )
 
@@ -81,5 +87,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._serve(
             context,
             request.model_spec,
+            METADATA_API,
             lambda servable, _: inference.model_metadata(servable, request),
         )

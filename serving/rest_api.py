@@ -1,38 +1,44 @@
-"""TF Serving's REST API (``--rest_api_port``): predict, model status and metadata over JSON.
+"""TF Serving's REST API (``--rest_api_port``): predict, model status, metadata and metrics.
 
 Routes, as ``tensorflow_model_server`` serves them::
 
     POST /v1/models/<name>[/versions/<v> | /labels/<label>]:predict
     GET  /v1/models/<name>[/versions/<v>]            (GetModelStatus)
     GET  /v1/models/<name>[/versions/<v>]/metadata   (GetModelMetadata)
+    GET  /monitoring/prometheus/metrics              (with Prometheus enabled by monitoring config)
 
-A predict body is ``{"signature_name": ..., "instances": [...]}`` (row format: one object of
-input -> value per candidate, or bare values for a one-input signature), answered by
-``{"predictions": [...]}``; or ``{"inputs": {input: [values...]}}`` (columnar format), answered
-by ``{"outputs": ...}``. Binary strings travel as ``{"b64": "..."}``. Errors answer
-``{"error": message}`` with the HTTP status of the gRPC code (``google/rpc/code.proto``).
-Requests run through the same signature runners, validation and batching as gRPC calls.
+Bodies are converted by :mod:`serving.rest_json`. The server always answers, with TF Serving's
+error shape ``{"error": message}`` and the HTTP status of the gRPC code
+(``google/rpc/code.proto``), whatever arrives: malformed JSON or values, JSON nested past
+``max_json_depth`` (400), a missing, non-numeric or oversized ``Content-Length`` (400), a
+malformed request line or headers (400, as Python's HTTP parser reports them), a body that does
+not arrive within ``rest_api_timeout_in_ms`` (408: a slow or short body cannot hold a thread),
+more than ``rest_api_num_threads`` open connections (503 at once, from the accepting thread), and
+any unexpected failure (500). Predict and metadata calls pass the same
+:class:`~serving.admission.RequestGate` as gRPC calls (load shedding, metrics).
 """
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
 import re
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from cvr_tf.compat import tf
 from serving import inference
+from serving.admission import METADATA_API, RequestGate
 from serving.errors import ServingError
-from serving.model_manager import ModelManager
-from serving.tensors import InputSpec
+from serving.rest_json import invalid, predict_json
+
+_log = logging.getLogger(__name__)
+_READ_CHUNK = 1 << 16
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
@@ -52,97 +58,6 @@ _ROUTE = re.compile(
 )
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _decode(value):
-    """JSON value -> Python value, with strings as bytes and ``{"b64": ...}`` decoded."""
-    if isinstance(value, dict):
-        if set(value) != {"b64"}:
-            raise _invalid(f'an object value must be {{"b64": "..."}}, got keys {sorted(value)}')
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [_decode(item) for item in value]
-    return value.encode() if isinstance(value, str) else value
-
-
-def _to_array(name: str, values, spec: InputSpec | None) -> np.ndarray:
-    values = _decode(values)
-    try:
-        if spec is None:
-            return np.asarray(values)  # not a signature input: validation reports it
-        if spec.dtype == tf.string:
-            return np.array(values, dtype=object)
-        return np.asarray(values, dtype=spec.dtype.as_numpy_dtype)
-    except (ValueError, TypeError) as error:
-        raise _invalid(f"input '{name}' is not a {spec.dtype.name} array: {error}") from error
-
-
-def _to_json(array: np.ndarray):
-    if array.dtype != object:
-        return array.tolist()
-    if array.ndim:
-        return [_to_json(item) for item in array]
-    value = array.item()
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return {"b64": base64.b64encode(value).decode()}
-
-
-def _columns(body: dict, specs: dict[str, InputSpec]) -> tuple[dict, bool]:
-    """The body's inputs as name -> JSON values, and whether it used the row format."""
-    if ("instances" in body) == ("inputs" in body):
-        raise _invalid('the body needs exactly one of "instances" (rows) or "inputs" (columns)')
-    if "inputs" in body:
-        columns = body["inputs"]
-        if isinstance(columns, dict):
-            return columns, False
-        if len(specs) != 1:
-            raise _invalid(f'"inputs" must be an object naming the inputs {sorted(specs)}')
-        return {next(iter(specs)): columns}, False
-    rows = body["instances"]
-    if not isinstance(rows, list):
-        raise _invalid('"instances" must be a list, one entry per candidate')
-    if rows and all(isinstance(row, dict) and set(row) != {"b64"} for row in rows):
-        names = dict.fromkeys(name for row in rows for name in row)
-        missing = [name for name in names if any(name not in row for row in rows)]
-        if missing:
-            raise _invalid(f"every instance must name the same inputs; some lack {missing}")
-        return {name: [row[name] for row in rows] for name in names}, True
-    if len(specs) != 1:
-        raise _invalid(f"instances must be objects naming the inputs {sorted(specs)}")
-    return {next(iter(specs)): rows}, True
-
-
-def predict_json(manager: ModelManager, model_spec: model_pb2.ModelSpec, body: dict) -> dict:
-    """Answers a REST predict body (row or columnar format) with TF Serving's JSON.
-
-    Raises:
-        ServingError: as gRPC Predict would, or ``INVALID_ARGUMENT`` for a malformed body.
-    """
-    signature = body.get("signature_name", inference.DEFAULT_SIGNATURE)
-    with manager.servable(model_spec) as servable:
-        runner = servable.signature(signature)
-        columns, rows = _columns(body, runner.specs)
-        inputs = {
-            name: _to_array(name, values, runner.specs.get(name))
-            for name, values in columns.items()
-        }
-        outputs = {name: _to_json(array) for name, array in runner.run(inputs).items()}
-    if not rows:
-        return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
-    if len(outputs) == 1:
-        return {"predictions": next(iter(outputs.values()))}
-    count = len(next(iter(outputs.values())))
-    return {
-        "predictions": [
-            {name: column[row] for name, column in outputs.items()} for row in range(count)
-        ]
-    }
-
-
 def _message_json(message) -> dict:
     """A proto as TF Serving's REST API prints it (proto field names, defaults included)."""
     return json_format.MessageToDict(
@@ -150,55 +65,138 @@ def _message_json(message) -> dict:
     )
 
 
+class _BodyTimeout(Exception):
+    """The body did not arrive within ``rest_api_timeout_in_ms``."""
+
+
 class _Handler(BaseHTTPRequestHandler):
-    manager: ModelManager
+    gate: RequestGate
+    prometheus_path: str | None
+
+    def setup(self) -> None:
+        self.timeout = self.gate.limits.rest_api_timeout_in_ms / 1e3  # per read of the headers
+        super().setup()
 
     def log_message(self, format, *args) -> None:
         """Keeps the access log quiet (one line per request would swamp the server log)."""
 
-    def _reply(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answers the HTTP parser's own refusals (bad request line, headers) in TF's shape."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # an unparsed request line still gets a status line
+        try:
+            self._reply(code, {"error": message or HTTPStatus(code).phrase})
+        except OSError:  # the client is gone
+            pass
+
+    def _reply(self, status: int, payload: dict | str) -> None:
+        if isinstance(payload, str):
+            body, content_type = payload.encode(), "text/plain; version=0.0.4"
+        else:
+            body, content_type = json.dumps(payload).encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _route(self, method: str) -> None:
-        match = _ROUTE.match(self.path)
         try:
-            if match is None or (method == "POST") != (match["action"] == ":predict"):
-                raise ServingError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"no route for {method} {self.path}; see /v1/models/<name>[:predict|/metadata]",
-                )
-            spec = model_pb2.ModelSpec(name=match["name"])
-            if match["version"]:
-                spec.version.value = int(match["version"])
-            elif match["label"]:
-                spec.version_label = match["label"]
-            self._reply(HTTPStatus.OK, self._answer(method, match["action"], spec))
+            self._reply(HTTPStatus.OK, self._dispatch(method))
         except ServingError as error:
             self._reply(
                 HTTP_STATUS.get(error.code, HTTPStatus.INTERNAL_SERVER_ERROR),
                 {"error": error.message},
             )
+        except _BodyTimeout as error:
+            self.close_connection = True
+            self._reply(HTTPStatus.REQUEST_TIMEOUT, {"error": str(error)})
+        except OSError:  # the client closed the connection: nobody to answer
+            self.close_connection = True
+        except Exception as error:  # never drop a connection without an answer
+            _log.exception("REST %s %s failed", method, self.path)
+            self._reply(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": f"internal error: {type(error).__name__}: {error}"},
+            )
 
-    def _answer(self, method: str, action: str | None, spec: model_pb2.ModelSpec) -> dict:
-        if action == ":predict":
-            length = int(self.headers.get("Content-Length", 0))
+    def _dispatch(self, method: str) -> dict | str:
+        if (
+            method == "GET"
+            and self.prometheus_path is not None
+            and self.path == (self.prometheus_path)
+        ):
+            return self.gate.metrics.prometheus_text()
+        match = _ROUTE.match(self.path)
+        if match is None or (method == "POST") != (match["action"] == ":predict"):
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND,
+                f"no route for {method} {self.path}; see /v1/models/<name>[:predict|/metadata]",
+            )
+        spec = model_pb2.ModelSpec(name=match["name"])
+        if match["version"]:
+            spec.version.value = int(match["version"])
+        elif match["label"]:
+            spec.version_label = match["label"]
+        return self._answer(match["action"], spec)
+
+    def _read_body(self, deadline: float) -> bytes:
+        """Reads exactly ``Content-Length`` bytes before ``deadline``."""
+        limits = self.gate.limits
+        header = self.headers.get("Content-Length")
+        if header is None:
+            raise invalid("a predict request needs a Content-Length header (the body's size)")
+        if not header.strip().isdigit():
+            raise invalid(f"Content-Length {header!r} is not a non-negative integer")
+        length = int(header)
+        if length > limits.rest_api_max_body_bytes:
+            raise invalid(
+                f"the body has {length} bytes, over the limit of {limits.rest_api_max_body_bytes}"
+                " bytes; send smaller requests or raise --rest_api_max_body_bytes"
+            )
+        chunks, received = [], 0
+        while received < length:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _BodyTimeout(self._timeout_message(received, length))
+            self.connection.settimeout(remaining)
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as error:
-                raise _invalid(f"the body is not JSON: {error}") from error
+                chunk = self.rfile.read1(min(length - received, _READ_CHUNK))
+            except TimeoutError as error:
+                raise _BodyTimeout(self._timeout_message(received, length)) from error
+            if not chunk:
+                raise invalid(f"the body ended after {received} of its {length} bytes")
+            chunks.append(chunk)
+            received += len(chunk)
+        self.connection.settimeout(self.timeout)  # the answer is written under the usual timeout
+        return b"".join(chunks)
+
+    def _timeout_message(self, received: int, length: int) -> str:
+        return (
+            f"the body did not arrive within {self.gate.limits.rest_api_timeout_in_ms} ms "
+            f"({received} of {length} bytes; --rest_api_timeout_in_ms)"
+        )
+
+    def _answer(self, action: str | None, spec: model_pb2.ModelSpec) -> dict:
+        deadline = time.monotonic() + self.gate.limits.rest_api_timeout_in_ms / 1e3
+        if action == ":predict":
+            raw = self._read_body(deadline)
+            try:
+                body = json.loads(raw or b"{}")
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise invalid(f"the body is not JSON: {error}") from error
+            except RecursionError as error:
+                raise invalid("the body is JSON nested too deep to parse") from error
             if not isinstance(body, dict):
-                raise _invalid("the body must be a JSON object")
-            return predict_json(self.manager, spec, body)
+                raise invalid("the body must be a JSON object")
+            with self.gate.serve(spec, "predict", "REST", deadline) as servable:
+                return predict_json(servable, body, self.gate.limits, deadline)
         if action == "/metadata":
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 model_spec=spec, metadata_field=[inference.SIGNATURE_DEF_FIELD]
             )
-            with self.manager.servable(spec) as servable:
+            with self.gate.serve(spec, METADATA_API, "REST") as servable:
                 response = inference.model_metadata(servable, request)
             signature_defs = get_model_metadata_pb2.SignatureDefMap()
             response.metadata[inference.SIGNATURE_DEF_FIELD].Unpack(signature_defs)
@@ -206,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "model_spec": _message_json(response.model_spec),
                 "metadata": {inference.SIGNATURE_DEF_FIELD: _message_json(signature_defs)},
             }
-        statuses = self.manager.model_status(spec)
+        statuses = self.gate.manager.model_status(spec)
         return _message_json(
             get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
         )
@@ -217,20 +215,70 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route("POST")
 
+    def do_HEAD(self) -> None:
+        self._route("HEAD")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``max_connections`` connections at once."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address, handler, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
+
+    def process_request(self, request, client_address) -> None:
+        if self._slots.acquire(blocking=False):
+            super().process_request(request, client_address)
+            return
+        body = json.dumps(
+            {
+                "error": f"the REST server is at its limit of {self._max_connections} open "
+                "connections (--rest_api_num_threads); retry with backoff"
+            }
+        ).encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(
+                b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
 
 class RestServer:
-    """The REST endpoint of a :class:`ModelManager`, served from a background thread.
+    """The REST endpoint of a :class:`RequestGate`, served from a background thread.
 
     Args:
-        manager: The models to serve.
+        gate: Admission, metrics and the models to serve.
         host: Interface to bind.
         port: TCP port; 0 picks a free one (see :attr:`port`).
+        prometheus_path: Serve Prometheus metrics at this path; ``None`` serves none.
     """
 
-    def __init__(self, manager: ModelManager, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"manager": manager})
-        self._http = ThreadingHTTPServer((host, port), handler)
-        self._http.daemon_threads = True
+    def __init__(
+        self, gate: RequestGate, host: str, port: int, prometheus_path: str | None = None
+    ) -> None:
+        handler = type("Handler", (_Handler,), {"gate": gate, "prometheus_path": prometheus_path})
+        self._http = _BoundedHTTPServer((host, port), handler, gate.limits.rest_api_num_threads)
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(
             target=self._http.serve_forever, name="rest-api", daemon=True

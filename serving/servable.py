@@ -13,6 +13,7 @@ The version tracks requests in flight so that a hot reload can retire it without
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 
@@ -27,15 +28,66 @@ from serving.server_batching import BatchQueue, BatchScheduler
 from serving.tensors import InputSpec, input_specs, validate_inputs
 
 SERVE_TAG = "serve"
+_GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
 BATCHING_OP_TYPES = frozenset({"BatchFunction", "Batch"})
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
+_DATA_SHARD = re.compile(r"^variables\.data-(\d{5})-of-(\d{5})$")
+_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
+
+
+def _readable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
+def _has_variables(path: str) -> bool:
+    """Whether the SavedModel's graph holds variables (so it needs a ``variables/`` checkpoint)."""
+    try:
+        meta_graph = read_meta_graph(path)
+    except Exception:  # an unreadable graph: loading reports why, and rewriting it retries
+        return False
+    if any(node.WhichOneof("kind") == "variable" for node in meta_graph.object_graph_def.nodes):
+        return True
+    return any(node.op in _VARIABLE_OPS for node in meta_graph.graph_def.node)
+
+
 def is_complete_version(path: str | os.PathLike) -> bool:
-    """Whether a version directory holds a SavedModel (its ``saved_model.pb`` written last)."""
-    return any(
-        os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")
-    )
+    """Whether a version directory holds a whole SavedModel, ready to load.
+
+    Complete means: ``saved_model.pb`` (or ``.pbtxt``) readable, and ``variables/variables.index``
+    readable with every data shard ``variables.data-<i>-of-<n>`` for ``i < n`` present, unless the
+    graph has no variables at all. So a copy that writes ``saved_model.pb`` before ``variables/``
+    is picked up once the variables are there, instead of failing to load. TF Serving's own
+    caveat still applies: a data shard being rewritten in place can look complete; write versions
+    to a temporary directory and rename them into the base path (as ``serving.export`` does).
+    """
+    path = os.fspath(path)
+    if not any(_readable(os.path.join(path, name)) for name in _GRAPH_FILES):
+        return False
+    variables = os.path.join(path, "variables")
+    if not _readable(os.path.join(variables, "variables.index")):
+        return not _has_variables(path)
+    shards: dict[int, set[int]] = {}
+    for name in os.listdir(variables):
+        match = _DATA_SHARD.match(name)
+        if match and _readable(os.path.join(variables, name)):
+            shards.setdefault(int(match[2]), set()).add(int(match[1]))
+    return any(found == set(range(count)) for count, found in shards.items())
+
+
+def version_fingerprint(path: str | os.PathLike) -> tuple:
+    """Names, sizes and modification times of a version's files: changes when they are rewritten."""
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except OSError:  # removed while listing
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
 
 
 def read_meta_graph(path: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:

@@ -25,25 +25,42 @@ from absl import app, flags
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from cvr_tf.compat import tf
-from serving.model_manager import ModelManager
+from serving.admission import RequestGate
+from serving.limits import ServerLimits
+from serving.metrics import ServingMetrics
+from serving.model_manager import LOAD_RETRY_INTERVAL_S, MAX_NUM_LOAD_RETRIES, ModelManager
 from serving.model_service import ModelService
 from serving.prediction_service import PredictionService
 from serving.rest_api import RestServer
 from serving.server_batching import BatchingOptions, BatchScheduler
 from serving.tf_serving_config import (
+    PROMETHEUS_METRICS_PATH,
     ModelServerConfig,
     read_batching_parameters,
     read_models_config,
+    read_monitoring_config,
     single_model_config,
 )
 
 _log = logging.getLogger(__name__)
 
-_GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
-    ("grpc.so_reuseport", 0),
-]
+CONCURRENT_RPCS_PER_THREAD = 2
+# Enough threads that a model's running and queued requests (ServerLimits: 2 per core running,
+# 32 queued) each hold one and a few more answer refusals at once, so that past capacity the
+# admission gate's fast UNAVAILABLE (which clients retry) comes before gRPC's own
+# RESOURCE_EXHAUSTED, and 32 closed-loop clients (the soak target) are served, not refused.
+# Measured at twice capacity on 2 cores: fewer threads (8) shed mostly RESOURCE_EXHAUSTED and
+# failed a 16-client soak; far more (64+) let parsing threads contend for the GIL.
+DEFAULT_GRPC_MAX_THREADS = 48
+
+
+def grpc_options(limits: ServerLimits) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments: message size bound, no port sharing."""
+    return [
+        ("grpc.max_receive_message_length", limits.grpc_max_receive_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+    ]
 
 
 class RunningServer:
@@ -55,12 +72,13 @@ class RunningServer:
         rest_api_port: The bound REST port, or ``None`` without the REST API.
         manager: The model manager (versions, status, reload).
         batch_scheduler: The server-side batching scheduler (``None`` without batching).
+        gate: Admission control and metrics of every request.
     """
 
     def __init__(
         self,
         grpc_server: grpc.Server,
-        manager: ModelManager,
+        gate: RequestGate,
         batch_scheduler: BatchScheduler | None,
         rest_server: RestServer | None,
         host: str,
@@ -70,7 +88,8 @@ class RunningServer:
         self._rest_server = rest_server
         self.rest_api_port = rest_server.port if rest_server is not None else None
         self.batch_scheduler = batch_scheduler
-        self.manager = manager
+        self.gate = gate
+        self.manager = gate.manager
         self.port = port
         self.target = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}"
 
@@ -97,8 +116,12 @@ def start_server(
     host: str = "127.0.0.1",
     batching: BatchingOptions | None = None,
     file_system_poll_wait_seconds: float = 1.0,
-    grpc_max_threads: int = 32,
+    grpc_max_threads: int = DEFAULT_GRPC_MAX_THREADS,
     rest_api_port: int | None = None,
+    limits: ServerLimits | None = None,
+    prometheus_path: str | None = None,
+    max_num_load_retries: int = MAX_NUM_LOAD_RETRIES,
+    load_retry_interval_s: float = LOAD_RETRY_INTERVAL_S,
 ) -> RunningServer:
     """Loads the models and starts serving TF Serving's gRPC API.
 
@@ -110,7 +133,15 @@ def start_server(
             request on its own.
         file_system_poll_wait_seconds: Seconds between polls for new versions; 0 polls once.
         grpc_max_threads: Worker threads, hence the number of calls served concurrently.
+            Calls beyond ``CONCURRENT_RPCS_PER_THREAD`` per thread (running or waiting for a
+            thread) are refused by gRPC at once with ``RESOURCE_EXHAUSTED``, as a
+            ``tensorflow_model_server`` whose thread quota is exhausted does.
         rest_api_port: Also serve TF Serving's REST API on this port (0: a free one).
+        limits: Resource limits (:class:`~serving.limits.ServerLimits`); ``None``: defaults.
+        prometheus_path: Serve Prometheus metrics at this REST path (from
+            ``--monitoring_config_file``); ``None`` serves none.
+        max_num_load_retries: Retries of a version that failed to load.
+        load_retry_interval_s: Backoff before the first retry (doubling after each failure).
 
     Returns:
         The running server, every aspired version loaded and warmed up.
@@ -124,26 +155,41 @@ def start_server(
     if not isinstance(config, ModelServerConfig):
         config = read_models_config(config)
     scheduler = BatchScheduler(batching) if batching is not None else None
-    manager = ModelManager(config, scheduler, file_system_poll_wait_seconds)
+    limits = limits if limits is not None else ServerLimits()
+    serving_metrics = ServingMetrics()
+    manager = ModelManager(
+        config,
+        scheduler,
+        file_system_poll_wait_seconds,
+        serving_metrics,
+        max_num_load_retries,
+        load_retry_interval_s,
+    )
+    gate = RequestGate(manager, limits, serving_metrics)
     try:
         manager.start()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=grpc_max_threads, thread_name_prefix="grpc"),
-            options=_GRPC_OPTIONS,
+            options=grpc_options(limits),
+            maximum_concurrent_rpcs=CONCURRENT_RPCS_PER_THREAD * grpc_max_threads,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(manager), server
+            PredictionService(gate), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
         bound = _bind(server, host, port)
-        rest = RestServer(manager, host, rest_api_port) if rest_api_port is not None else None
+        rest = (
+            RestServer(gate, host, rest_api_port, prometheus_path)
+            if rest_api_port is not None
+            else None
+        )
     except BaseException:
         manager.stop()
         if scheduler is not None:
             scheduler.stop()
         raise
     server.start()
-    return RunningServer(server, manager, scheduler, rest, host, bound)
+    return RunningServer(server, gate, scheduler, rest, host, bound)
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:
@@ -170,8 +216,25 @@ def define_flags() -> None:
     flags.DEFINE_bool("enable_batching", False, "Merge concurrent requests (server-side batching).")
     flags.DEFINE_string("batching_parameters_file", "", "BatchingParameters text proto.")
     flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Seconds between polls; 0: once.")
-    flags.DEFINE_integer("grpc_max_threads", 32, "gRPC worker threads (concurrent calls).")
+    flags.DEFINE_integer(
+        "grpc_max_threads", DEFAULT_GRPC_MAX_THREADS,
+        "gRPC worker threads; calls past twice this many get RESOURCE_EXHAUSTED.",
+    )
     flags.DEFINE_float("shutdown_grace_seconds", 10.0, "Time calls in flight get to finish.")
+    flags.DEFINE_integer(
+        "max_num_load_retries", MAX_NUM_LOAD_RETRIES, "Retries of a version that failed to load."
+    )
+    flags.DEFINE_integer(
+        "load_retry_interval_micros",
+        int(LOAD_RETRY_INTERVAL_S * 1e6),
+        "Backoff before the first load retry (doubles after each failure).",
+    )
+    defaults = ServerLimits()
+    for name, value in vars(defaults).items():
+        flags.DEFINE_integer(name, value, f"Resource limit (serving.limits.ServerLimits.{name}).")
+    flags.DEFINE_string(
+        "monitoring_config_file", "", "MonitoringConfig text proto (Prometheus on the REST port)."
+    )
     flags.DEFINE_integer(
         "tensorflow_intra_op_parallelism", 0, "Threads of one op (0: TensorFlow's default)."
     )
@@ -183,9 +246,12 @@ def define_flags() -> None:
 def _config_from_flags() -> ModelServerConfig:
     if bool(FLAGS.model_config_file) == bool(FLAGS.model_base_path):
         raise app.UsageError("pass exactly one of --model_config_file or --model_base_path")
-    if FLAGS.model_config_file:
-        return read_models_config(FLAGS.model_config_file)
-    return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
+    try:
+        if FLAGS.model_config_file:
+            return read_models_config(FLAGS.model_config_file)
+        return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
 
 def _batching_from_flags() -> BatchingOptions | None:
@@ -196,6 +262,24 @@ def _batching_from_flags() -> BatchingOptions | None:
     if not FLAGS.batching_parameters_file:
         return BatchingOptions()
     return BatchingOptions.from_proto(read_batching_parameters(FLAGS.batching_parameters_file))
+
+
+def _limits_from_flags() -> ServerLimits:
+    try:
+        return ServerLimits(**{name: FLAGS[name].value for name in vars(ServerLimits())})
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+
+def _prometheus_path_from_flags() -> str | None:
+    if not FLAGS.monitoring_config_file:
+        return None
+    prometheus = read_monitoring_config(FLAGS.monitoring_config_file).prometheus_config
+    if not prometheus.enable:
+        return None
+    if not FLAGS.rest_api_port:
+        raise app.UsageError("Prometheus monitoring needs --rest_api_port (it serves on it)")
+    return prometheus.path or PROMETHEUS_METRICS_PATH
 
 
 def main(argv: list[str]) -> None:
@@ -212,6 +296,10 @@ def main(argv: list[str]) -> None:
         file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
         grpc_max_threads=FLAGS.grpc_max_threads,
         rest_api_port=FLAGS.rest_api_port or None,
+        limits=_limits_from_flags(),
+        prometheus_path=_prometheus_path_from_flags(),
+        max_num_load_retries=FLAGS.max_num_load_retries,
+        load_retry_interval_s=FLAGS.load_retry_interval_micros / 1e6,
     )
     stopping = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from cvr_tf.compat import tf
 from serving.errors import ServingError
+from serving.limits import ServerLimits
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,12 @@ _VALUE_FIELDS = {
 }
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
+_OBJECT_BYTES = 8  # a string element costs at least its pointer in an object array
+
+
+def to_ndarray(
+    proto: tensor_pb2.TensorProto, name: str, limits: ServerLimits | None = None
+) -> np.ndarray:
     """Converts a request ``TensorProto`` into a numpy array (strings: ``object`` arrays of bytes).
 
     The common dtypes are read directly (``np.frombuffer`` on ``tensor_content``, or the typed
@@ -87,16 +93,20 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     Args:
         proto: The tensor sent by the client.
         name: The input alias, for the error message.
+        limits: When given (the server), the declared shape is checked against
+            ``max_tensor_bytes`` and ``max_rows_per_request`` before any value is read.
 
     Returns:
         A writable array of the tensor's values with the proto's shape.
 
     Raises:
-        ServingError: ``INVALID_ARGUMENT`` when the proto's values do not fill its shape or its
-            dtype is not a numeric or string type.
+        ServingError: ``INVALID_ARGUMENT`` when the proto's values do not fill its shape, its
+            dtype is not a numeric or string type, or its declared size is over ``limits``.
     """
     shape = tuple(dim.size for dim in proto.tensor_shape.dim)
     field, dtype = _VALUE_FIELDS.get(proto.dtype, (None, None))
+    if limits is not None:
+        limits.check_tensor(name, shape, _item_bytes(proto.dtype))
     try:
         if field is not None:
             if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
@@ -112,6 +122,15 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
             f"tensor parsing error: {name}: {error}; the values do not fill the declared "
             f"tensor_shape {list(shape)} with dtype {types_pb2.DataType.Name(proto.dtype)}",
         ) from error
+
+
+def _item_bytes(datatype: int) -> int:
+    if datatype in (types_pb2.DT_STRING, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE):
+        return _OBJECT_BYTES
+    try:
+        return max(tf.dtypes.as_dtype(datatype).size, 1)
+    except TypeError:
+        return _OBJECT_BYTES
 
 
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:

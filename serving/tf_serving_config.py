@@ -22,6 +22,7 @@ are interchangeable with the real server's.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -42,6 +43,9 @@ ServableVersionPolicy = (
 )
 
 PROMETHEUS_METRICS_PATH = "/monitoring/prometheus/metrics"
+# A model name is a directory under the export base and a segment of REST paths
+# (/v1/models/<name>:predict): letters, digits, '_', '-', '.', starting with a letter or digit.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 _FieldType = descriptor_pb2.FieldDescriptorProto
 
@@ -157,6 +161,20 @@ def all_versions() -> ServableVersionPolicy:
     return ServableVersionPolicy(all=ServableVersionPolicy.All())
 
 
+def validate_model_name(name: str) -> None:
+    """Checks a model name: one path segment of TF Serving's characters.
+
+    Raises:
+        ValueError: for an empty name, a path separator or ``..``, or another character, naming
+            the rule (e.g. ``../escape`` would write outside ``--export_base``).
+    """
+    if not _MODEL_NAME.match(name or "") or ".." in name:
+        raise ValueError(
+            f"model name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit, without '/' or '..' (e.g. --model_name=cvr)"
+        )
+
+
 def validate_models_config(config: ModelServerConfig) -> None:
     """Checks a ``ModelServerConfig`` the way ``tensorflow_model_server`` does before serving it.
 
@@ -173,6 +191,7 @@ def validate_models_config(config: ModelServerConfig) -> None:
             raise ValueError(
                 f"a model config has no name (base_path={model.base_path!r}); set name"
             )
+        validate_model_name(model.name)
         if model.name in seen:
             raise ValueError(f"model name {model.name!r} appears twice in model_config_list")
         seen.add(model.name)

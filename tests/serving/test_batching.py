@@ -11,11 +11,15 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from cvr_tf.compat import tf
 from serving.errors import ServingError
+from serving.limits import ServerLimits
 from serving.server import start_server
 from serving.server_batching import BatchingOptions, BatchScheduler, BatchStats
 from serving.tensors import to_ndarray
 from serving.tf_serving_config import single_model_config
 from tests.serving.conftest import DENSE_MAX_BATCH, candidates, install_version, predict_request
+
+# Requests merge only while they are in flight together: let more of them in than the default.
+MERGING_LIMITS = ServerLimits(max_in_flight_per_model=32)
 
 
 def _predict(stub, features, signature="", timeout=10):
@@ -49,7 +53,9 @@ def batching_server(cvr_base):
         num_batch_threads=1,
         allowed_batch_sizes=(8, 16, 32),
     )
-    with start_server(single_model_config("cvr", cvr_base), batching=options) as server:
+    with start_server(
+        single_model_config("cvr", cvr_base), batching=options, limits=MERGING_LIMITS
+    ) as server:
         with grpc.insecure_channel(server.target) as channel:
             yield server, prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -94,7 +100,9 @@ def test_full_queue_is_unavailable(cvr_base):
         max_enqueued_batches=1,
         num_batch_threads=1,
     )
-    with start_server(single_model_config("cvr", cvr_base), batching=options) as server:
+    with start_server(
+        single_model_config("cvr", cvr_base), batching=options, limits=MERGING_LIMITS
+    ) as server:
         with grpc.insecure_channel(server.target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             first = stub.Predict.future(predict_request(candidates(3)), timeout=10)

@@ -194,7 +194,8 @@ def test_variables_written_once(exported, trained_dir):
     model = model_dir_lib.load_model(trained_dir)
     # Only the served parts: the training-only bias tower is not exported.
     assert sum(int(np.prod(s)) for s in shapes.values()) == (
-        model.embedding_parameter_count + model.dense_parameter_count)
+        model.embedding_parameter_count + model.dense_parameter_count
+    )
     assert not [k for k in shapes if "bias" in k and "tower" in k]
 
 

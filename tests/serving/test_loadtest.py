@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from cvr_tf.compat import tf
-from serving.loadtest import run_load, synthetic_requests
+from serving.limits import ServerLimits
+from serving.loadtest import run_load, run_overload, synthetic_requests
+from serving.server import start_server
 from serving.tensors import InputSpec
+from serving.tf_serving_config import single_model_config
 from tests.serving.conftest import REPO, candidates
 
 
@@ -105,9 +108,37 @@ def test_cli_prints_a_table_and_writes_json(server, tmp_path):
     assert (report["requests"], report["ok"], report["candidates"]) == (20, 20, 200)
 
 
-def test_soak_16_clients_for_30_seconds_without_errors(server):
-    report = run_load(server.target, "cvr", concurrency=16, candidates=100, duration_s=30.0)
+def test_soak_32_clients_for_30_seconds_without_errors(cvr_base):
+    # The default server serves 32 closed-loop clients (DESIGN's robustness target) unrefused.
+    with start_server(single_model_config("cvr", cvr_base)) as server:
+        report = run_load(server.target, "cvr", concurrency=32, candidates=100, duration_s=30.0)
     print(report.table())
     assert report.errors == {}
     assert report.ok == report.requests > 100
     assert_counts_add_up(report)
+
+
+def test_overload_sheds_fast_and_retries_keep_serving(cvr_base):
+    limits = ServerLimits(max_in_flight_per_model=1, max_queued_per_model=1)
+    with start_server(single_model_config("cvr", cvr_base), limits=limits) as server:
+        reports = run_overload(
+            server.target,
+            "cvr",
+            overload_factor=3.0,
+            concurrency=4,
+            candidates=20,
+            duration_s=1.0,
+            timeout_s=1.0,
+            max_retries=3,
+        )
+    capacity, shed, retried = (
+        reports[name] for name in ("capacity", "overload", "overload_with_retries")
+    )
+    assert capacity.ok > 0 and capacity.errors.get("DEADLINE_EXCEEDED", 0) == 0
+    for report in (shed, retried):
+        assert_counts_add_up(report)
+        assert report.offered_qps > capacity.requests_per_s
+        assert set(report.errors) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
+        assert report.ok > 0
+    assert shed.retries == 0 and retried.retries > 0
+    assert "retries" in retried.table()

@@ -15,6 +15,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import metrics
+from serving.server import start_server
 from serving.tf_serving_config import ModelEntry, models_config
 from tests.serving.conftest import candidates, install_version, predict_request
 
@@ -142,3 +144,67 @@ def test_broken_version_reports_its_error_and_the_old_version_keeps_serving(serv
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(predict_request(candidates(3)), timeout=10)
         assert response.model_spec.version.value == 1
+
+
+def _version_status(server, version):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "cvr"
+    request.model_spec.version.value = version
+    with grpc.insecure_channel(server.target) as channel:
+        (status,) = (
+            model_service_pb2_grpc.ModelServiceStub(channel)
+            .GetModelStatus(request, timeout=10)
+            .model_version_status
+        )
+    return status
+
+
+def test_a_version_whose_variables_arrive_late_loads_once_complete(server, cvr_base, saved_models):
+    target = os.path.join(cvr_base, "2")
+    os.makedirs(target)
+    shutil.copy(os.path.join(saved_models["v1"], "saved_model.pb"), target)
+    time.sleep(1.0)  # five polls see saved_model.pb without its variables
+    assert 2 not in _states(server)
+    variables = os.path.join(saved_models["v2"], "variables")
+    shutil.copytree(variables, os.path.join(target, "variables"))
+    _wait_for(lambda: _states(server).get(2) == "AVAILABLE")
+    assert _version_status(server, 2).status.error_code == 0
+
+
+def test_a_corrupt_version_replaced_by_a_valid_copy_recovers_and_clears_its_error(
+    server, cvr_base, saved_models
+):
+    broken = install_version(saved_models["v2"], cvr_base, 2)
+    with open(os.path.join(broken, "variables", "variables.index"), "wb") as handle:
+        handle.write(b"corrupt")
+    _wait_for(lambda: _states(server).get(2) == "END")
+    assert "loading cvr version 2" in _version_status(server, 2).status.error_message
+    assert _states(server) == {1: "AVAILABLE", 2: "END"}
+    shutil.rmtree(broken)
+    install_version(saved_models["v2"], cvr_base, 2)
+    _wait_for(lambda: _states(server).get(2) == "AVAILABLE")
+    status = _version_status(server, 2)
+    assert (status.status.error_code, status.status.error_message) == (0, "")
+
+
+def test_a_failed_version_is_retried_with_backoff_then_left_until_its_files_change(
+    cvr_base, saved_models
+):
+    config = models_config([ModelEntry("cvr", cvr_base)])
+    with start_server(
+        config,
+        file_system_poll_wait_seconds=0.05,
+        max_num_load_retries=2,
+        load_retry_interval_s=0.1,
+    ) as server:
+        broken = os.path.join(cvr_base, "3")
+        os.makedirs(broken)
+        with open(os.path.join(broken, "saved_model.pb"), "wb") as handle:
+            handle.write(b"not a SavedModel")
+        path_failures = {"model_path": broken, "status": "fail"}
+        _wait_for(lambda: server.gate.metrics.count(metrics.LOAD_ATTEMPT_COUNT, **path_failures))
+        time.sleep(1.0)  # retries after 0.1 s and 0.2 s, then none: the budget of 2 is spent
+        assert server.gate.metrics.count(metrics.LOAD_ATTEMPT_COUNT, **path_failures) == 3
+        shutil.rmtree(broken)
+        install_version(saved_models["v2"], cvr_base, 3)
+        _wait_for(lambda: _states(server).get(3) == "AVAILABLE")

@@ -145,3 +145,19 @@ def test_version_policies():
     assert select_versions(config.specific_versions([2, 3]), on_disk) == {2}
     assert select_versions(config.all_versions(), on_disk) == on_disk
     assert select_versions(config.latest_versions(3), set()) == set()
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "/abs", "a/b", "..", ".hidden", "a b", "x\\y"])
+def test_model_names_that_are_not_one_safe_path_segment_are_refused(name):
+    with pytest.raises(ValueError, match="is invalid: use 1-255 letters"):
+        config.validate_model_name(name)
+
+
+def test_the_server_config_refuses_an_unsafe_model_name():
+    with pytest.raises(ValueError, match="model name '../escape' is invalid"):
+        config.models_config([("../escape", "/models/x")])
+
+
+@pytest.mark.parametrize("name", ["cvr", "cvr-8x.v2", "CVR_2026"])
+def test_tf_serving_model_names_are_accepted(name):
+    config.validate_model_name(name)
