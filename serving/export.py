@@ -24,6 +24,7 @@ import shutil
 
 import numpy as np
 from absl import app, flags, logging
+from tensorflow.python.saved_model import loader_impl
 
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import tf
@@ -122,8 +123,19 @@ def _warmup_requests(
     return requests
 
 
+def compiles_with_xla(version_dir: str) -> bool:
+    """Whether a SavedModel holds ``jit_compile`` functions (tensorflow_model_server on CPU then
+    needs ``--xla_cpu_compilation_enabled=true``)."""
+    meta_graph = loader_impl.parse_saved_model(version_dir).meta_graphs[0]
+    return any(f.attr["_XlaMustCompile"].b for f in meta_graph.graph_def.library.function)
+
+
 def write_server_files(export_base: str, batching: signatures.BatchingConfig) -> dict[str, str]:
-    """(Re)writes models.config for every model under ``export_base``, and the other files."""
+    """(Re)writes models.config for every model under ``export_base``, and the other files.
+
+    The README's tensorflow_model_server command turns XLA on for CPU hosts when the latest
+    version of any model there is compiled with it.
+    """
     export_base = os.path.abspath(export_base)
     models = sorted(
         name
@@ -155,10 +167,16 @@ def write_server_files(export_base: str, batching: signatures.BatchingConfig) ->
     )
     tf_serving_config.write_monitoring_config(paths[MONITORING_FILE])
     server_side = batching.scope == "none"
+    xla = any(
+        compiles_with_xla(os.path.join(export_base, name, str(existing_versions(
+            os.path.join(export_base, name))[-1])))
+        for name in models
+    )
     command = tf_serving_config.model_server_command(
         paths[MODELS_CONFIG],
         batching_parameters_file=paths[BATCHING_FILE] if server_side else None,
         monitoring_config_file=paths[MONITORING_FILE],
+        xla_cpu_compilation_enabled=xla,
     )
     local = tf_serving_config.model_server_command(
         paths[MODELS_CONFIG],

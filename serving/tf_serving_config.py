@@ -395,6 +395,7 @@ def model_server_command(
     batching_parameters_file: str | os.PathLike | None = None,
     monitoring_config_file: str | os.PathLike | None = None,
     file_system_poll_wait_seconds: int = 1,
+    xla_cpu_compilation_enabled: bool = False,
 ) -> str:
     """Returns the ``tensorflow_model_server`` command line serving the given config files.
 
@@ -405,6 +406,8 @@ def model_server_command(
         batching_parameters_file: If given, server-side batching is enabled with these parameters.
         monitoring_config_file: If given, the ``monitoring.config`` path.
         file_system_poll_wait_seconds: Seconds between polls for new version directories.
+        xla_cpu_compilation_enabled: Add the flag without which tensorflow_model_server refuses
+            to run ``jit_compile`` functions on CPU (exports with ``--jit_compile_dense``).
 
     Returns:
         One shell-quoted line, e.g. ``tensorflow_model_server --port=8500 --rest_api_port=8501
@@ -424,4 +427,6 @@ def model_server_command(
         ]
     if monitoring_config_file is not None:
         args.append(f"--monitoring_config_file={os.fspath(monitoring_config_file)}")
+    if xla_cpu_compilation_enabled:
+        args.append("--xla_cpu_compilation_enabled=true")
     return shlex.join(args)

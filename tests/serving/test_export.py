@@ -131,6 +131,9 @@ def test_jit_compiled_dense_part_returns_the_same_scores(trained_dir, tmp_path):
     )
     compiled = [n for _, n in _nodes(path) if n.attr["_XlaMustCompile"].b]
     assert compiled, "the dense function must carry jit_compile into the SavedModel"
+    assert export.compiles_with_xla(path)
+    readme = open(os.path.join(str(tmp_path), "README.md")).read()
+    assert "--xla_cpu_compilation_enabled=true" in readme
 
 
 def _nodes(saved_model_dir: str):
@@ -225,6 +228,7 @@ def test_server_files_and_versions(exported, trained_dir):
     readme = open(os.path.join(base, "README.md")).read()
     assert "tensorflow_model_server --port=8500" in readme
     assert "--enable_batching=true" not in readme  # in-graph batching: never batch twice
+    assert "--xla_cpu_compilation_enabled" not in readme and not export.compiles_with_xla(exported)
     assert "python -m serving.server" in readme
     assert export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING).endswith("/2")
     with pytest.raises(FileExistsError, match="next free one is 3"):
