@@ -16,7 +16,8 @@ Feature kinds (every feature is one *field* of the flat embedding vector):
     frequency that the pipeline computes, or an explicit ``vocabulary_file``) with one
     out-of-vocabulary row, or hashed into ``hash_buckets`` rows. Field width ``embedding_dim``.
 ``text``
-    A free-text string column (e.g. the query), lower-cased and split on whitespace into at most
+    A free-text string column (e.g. the query), split by :func:`cvr_tf.tokenizer.tokenize`
+    (Unicode lower-casing, punctuation dropped, one token per CJK character) into at most
     ``max_tokens`` tokens; token embeddings are combined by ``combiner`` (mean, sum, or sqrtn:
     sum / sqrt(n)). Empty text gives a zero vector. Field width ``embedding_dim``.
 ``numeric``
