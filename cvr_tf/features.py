@@ -104,9 +104,9 @@ class Feature:
     def __post_init__(self) -> None:
         if not self.column:
             object.__setattr__(self, "column", self.name)
+        _validate_feature(self)
         if self.boundaries is not None:
             object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
-        _validate_feature(self)
 
     @property
     def table(self) -> str | None:
@@ -137,12 +137,46 @@ class Feature:
         return out
 
 
+_INT_FIELDS = ("embedding_dim", "vocabulary_size", "hash_buckets", "max_tokens")
+_NUMBER_FIELDS = ("mean", "std", "min_value", "max_value")
+_STRING_FIELDS = ("kind", "column", "dtype", "vocabulary_file", "shared_embedding", "combiner",
+                  "transform")
+
+
+def _check_field_types(f: Feature) -> None:
+    """Refuses a field of the wrong JSON type (``"32"``, ``8.5``, ``true``), never coerces it."""
+    def fail(field: str, expected: str) -> None:
+        value = getattr(f, field)
+        raise FeatureSpecError(f"feature {f.name!r}: {field} must be {expected}, got {value!r} "
+                               f"({type(value).__name__}); write it as a bare JSON {expected}")
+
+    for field in _INT_FIELDS:
+        value = getattr(f, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            fail(field, "an integer")
+    for field in _NUMBER_FIELDS:
+        value = getattr(f, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            fail(field, "a number")
+    for field in _STRING_FIELDS:
+        value = getattr(f, field)
+        if value is not None and not isinstance(value, str):
+            fail(field, "a string")
+    if not isinstance(f.train_only, bool):
+        fail("train_only", "a boolean (true or false)")
+    if f.boundaries is not None and (
+            isinstance(f.boundaries, str | bytes) or not isinstance(f.boundaries, Sequence)
+            or any(isinstance(b, bool) or not isinstance(b, int | float) for b in f.boundaries)):
+        fail("boundaries", "a list of numbers")
+
+
 def _validate_feature(f: Feature) -> None:
     def fail(message: str) -> None:
         raise FeatureSpecError(f"feature {f.name!r}: {message}")
 
     if not f.name or not isinstance(f.name, str):
         raise FeatureSpecError(f"every feature needs a non-empty string 'name', got {f.name!r}")
+    _check_field_types(f)
     if f.kind not in KINDS:
         fail(f"unknown kind {f.kind!r}; use one of {', '.join(KINDS)}")
     if f.dtype not in DTYPES:
@@ -497,6 +531,9 @@ def spec_from_dict(data: Mapping[str, Any], base_dir: str = "") -> FeatureSpec:
             raise FeatureSpecError(
                 f"feature {name!r}: unknown field(s) {', '.join(unknown)}; known fields are "
                 f"{', '.join(sorted(known))}")
+        if "name" not in raw:
+            raise FeatureSpecError(f"feature {name}: missing 'name'; give every feature a unique "
+                                   "\"name\"")
         if "kind" not in raw:
             raise FeatureSpecError(f"feature {name!r}: missing 'kind' (one of {', '.join(KINDS)})")
         features.append(Feature(**raw))
