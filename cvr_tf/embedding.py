@@ -73,12 +73,7 @@ class FeatureEmbedding(keras.layers.Layer):
                                          name=f"{f.table}_lookup")
 
     def table_rows(self, table: str) -> int:
-        f = self._table_features[table]
-        if f.hash_buckets is not None:
-            return f.hash_buckets
-        if f.boundaries is not None:
-            return len(f.boundaries) + 1
-        return len(self._vocabularies[table]) + 1
+        return self._table_features[table].table_rows(self._vocabularies.get(table))
 
     def build(self, input_shape: Any) -> None:
         for table, f in self._table_features.items():

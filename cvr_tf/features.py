@@ -124,6 +124,25 @@ class Feature:
         """Width of this feature's slice of the flat embedding vector."""
         return 1 if self.table is None else self.embedding_dim
 
+    def table_rows(self, vocabulary: Sequence[str] | None = None) -> int:
+        """Rows of this feature's table, the one place they are counted.
+
+        ``hash_buckets`` rows, ``len(boundaries) + 1`` buckets, or a vocabulary's tokens plus one
+        out-of-vocabulary row (the loaded ``vocabulary`` if given, else the ``vocabulary_size``
+        cap).
+        """
+        if self.hash_buckets is not None:
+            return self.hash_buckets
+        if self.boundaries is not None:
+            return len(self.boundaries) + 1
+        if vocabulary is not None:
+            return len(vocabulary) + 1
+        if self.vocabulary_size is None:
+            raise FeatureSpecError(
+                f"feature {self.name!r}: the size of vocabulary_file tables is known only once "
+                "loaded; pass vocabularies=spec.load_vocabularies(...)")
+        return self.vocabulary_size + 1
+
     def to_dict(self) -> dict[str, Any]:
         """Non-default fields, the form :func:`spec_from_dict` reads back."""
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -478,18 +497,8 @@ class FeatureSpec:
     def table_rows(self, table: str,
                    vocabularies: Mapping[str, Sequence[str]] | None = None) -> int:
         """Rows of a table: vocabulary + 1 OOV row, hash buckets, or buckets of the boundaries."""
-        f = self.tables()[table]
-        if f.hash_buckets is not None:
-            return f.hash_buckets
-        if f.boundaries is not None:
-            return len(f.boundaries) + 1
-        if vocabularies is not None and table in vocabularies:
-            return len(vocabularies[table]) + 1
-        if f.vocabulary_size is None:
-            raise FeatureSpecError(
-                f"feature {f.name!r}: the size of vocabulary_file tables is known only once "
-                "loaded; pass vocabularies=spec.load_vocabularies(...)")
-        return f.vocabulary_size + 1
+        vocabulary = None if vocabularies is None else vocabularies.get(table)
+        return self.tables()[table].table_rows(vocabulary)
 
     def embedding_parameter_count(self, vocabularies: Mapping[str, Sequence[str]] | None = None,
                                   train_only: bool = False) -> int:
