@@ -229,7 +229,7 @@ class _CompleteSpan(beam.DoFn):
         counts = merge_token_counts(grouped["tokens"])
         counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}
         staging = staging_dir(self._output, self._run_id, day)
-        complete_span(staging, self._shards[key], metadata, counts, rejected)
+        complete_span(staging, self._shards[key], metadata, counts, rejected, processor.spec)
         publish_span(staging, span_path(self._output, day))
         logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
                      "rejected %s, %d positives.", key, stats.rows_in, stats.rows_written,

@@ -5,7 +5,8 @@ when everything is in it::
 
     1. shards       train-SSSSS-of-NNNNN.tfrecord.gz, eval-SSSSS-of-NNNNN.tfrecord.gz, each
                     the concatenation of the parts its chunks wrote (in _parts/)
-    2. metadata     stats.json, token_counts/<table>.tsv, dead_letter-00000-of-00001.jsonl;
+    2. metadata     stats.json, token_counts/<table>.tsv, feature_spec.json (the spec that
+                    built the span, see cvr_tf.span_spec), dead_letter-00000-of-00001.jsonl;
                     _parts/ deleted
     3. _SUCCESS     last
     4. rename       staging -> <output>/span=D (an existing span is first renamed aside, then
@@ -30,6 +31,7 @@ import pyarrow as pa
 from absl import logging
 
 from cvr_tf.compat import tf
+from cvr_tf.features import FeatureSpec
 from cvr_tf.input import (
     RECORD_SUFFIX,
     SPLITS,
@@ -39,6 +41,7 @@ from cvr_tf.input import (
     span_dirname,
     span_path,
 )
+from cvr_tf.span_spec import write_span_spec
 from cvr_tf.vocabulary import TOKEN_COUNTS_DIR, write_token_counts
 from pipelines.validation import dead_letter_lines
 
@@ -177,7 +180,7 @@ def assemble_shard(staging: str, split: str, shard: int, num_shards: int,
 
 def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                   token_counts: Mapping[str, Mapping[str, int]],
-                  rejected: Sequence[pa.Table]) -> None:
+                  rejected: Sequence[pa.Table], spec: FeatureSpec) -> None:
     """Writes a staged span's metadata, empty files for shards without rows, then ``_SUCCESS``.
 
     Args:
@@ -186,6 +189,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
       stats: the span's ``stats.json`` content.
       token_counts: table -> token -> count of the span's train split.
       rejected: dead-letter tables, written in order to one JSON-lines file.
+      spec: the feature spec that built the span, recorded in it (:mod:`cvr_tf.span_spec`).
     """
     os.makedirs(directory, exist_ok=True)
     for split in SPLITS:
@@ -195,6 +199,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                 write_records(path, [])
     shutil.rmtree(os.path.join(directory, PARTS_DIR), ignore_errors=True)
     write_token_counts(os.path.join(directory, TOKEN_COUNTS_DIR), token_counts)
+    write_span_spec(directory, spec)
     if any(table.num_rows for table in rejected):
         write_dead_letters(os.path.join(directory, DEAD_LETTER_FILE), rejected)
     with open(os.path.join(directory, STATS_FILE), "w", encoding="utf-8") as handle:
