@@ -13,8 +13,6 @@ Keys are strings (ISO days), so every runner has a deterministic key coder. Each
 progress line per element. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import datetime
 import json

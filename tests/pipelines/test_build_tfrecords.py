@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import glob
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -207,3 +208,13 @@ def test_command_line_passes_beam_options_through(logs, tmp_path):
     assert json.loads(result.stdout)["built"] == [START.isoformat()]
     shards = glob.glob(os.path.join(span_path(output, START), "train-*-of-00003.tfrecord.gz"))
     assert len(shards) == 3
+
+
+def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    build_spans(logs[0], str(tmp_path / "out"), START, START + datetime.timedelta(days=1), SPEC)
+    beam_type_hints = [r for r in caplog.records if r.name.startswith("apache_beam.typehints")]
+    assert beam_type_hints == []
+    span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
+    assert [line.split(" complete:")[0] for line in span_lines] == [
+        f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
