@@ -6,6 +6,8 @@ import glob
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ import pytest
 from cvr_tf.features import Feature, default_spec
 from cvr_tf.input import SUCCESS_FILE, list_spans, span_files, span_path
 from pipelines.chunks import ImpressionProcessor
-from pipelines.log_reader import LogSchemaError
+from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
 from tests.pipelines.log_fixtures import (
@@ -218,3 +220,22 @@ def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_
     span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
     assert [line.split(" complete:")[0] for line in span_lines] == [
         f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
+
+
+@pytest.mark.parametrize("damage, what", [
+    (lambda data: b"", r"is empty \(0 bytes\)"),
+    (lambda data: data[: len(data) // 2], r"is not readable Parquet \(\d+ bytes\)"),
+    (lambda data: b"x" * len(data), r"is not readable Parquet \(\d+ bytes\)"),
+])
+def test_a_bad_parquet_file_fails_before_any_work_naming_the_file(logs, tmp_path, damage, what):
+    copy = str(tmp_path / "logs")
+    shutil.copytree(logs[0], copy)
+    bad = os.path.join(copy, "impressions", f"date={BAD_DAY}", "part-00000.parquet")
+    with open(bad, "rb") as handle:
+        data = handle.read()
+    with open(bad, "wb") as handle:
+        handle.write(damage(data))
+    with pytest.raises(BadLogFileError, match=rf"impressions file {re.escape(bad)} {what}: .*; "
+                                              r"re-export or remove the file"):
+        build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
+    assert not glob.glob(os.path.join(str(tmp_path / "out"), "span=*"))
