@@ -239,3 +239,20 @@ def test_a_bad_parquet_file_fails_before_any_work_naming_the_file(logs, tmp_path
                                               r"re-export or remove the file"):
         build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
     assert not glob.glob(os.path.join(str(tmp_path / "out"), "span=*"))
+
+
+def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(logs, tmp_path):
+    copy = str(tmp_path / "logs")
+    shutil.copytree(logs[0], copy)
+    path = sorted(glob.glob(os.path.join(copy, "conversions", "date=*", "*.parquet")))[0]
+    table = pq.read_table(path)
+    quantity = [0, -1] + table.column("quantity").to_pylist()[2:]
+    pq.write_table(table.set_column(table.schema.get_field_index("quantity"), "quantity",
+                                    [quantity]), path)
+    summary = build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
+    report = summary.partitions[f"conversions/{os.path.basename(os.path.dirname(path))}"]
+    assert report["rejected_by_reason"] == {"out_of_range": 2}
+    with open(report["dead_letter"]) as f:
+        letters = [json.loads(line) for line in f]
+    assert [(x["column"], x["detail"], x["row"]["quantity"]) for x in letters] == [
+        ("quantity", "quantity must be > 0", 0), ("quantity", "quantity must be > 0", -1)]
