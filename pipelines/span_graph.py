@@ -224,9 +224,7 @@ class _CompleteSpan(beam.DoFn):
         processor = self._processor
         metadata = {
             "span": key, "run_id": self._run_id, "rows": dataclasses.asdict(stats),
-            "num_shards": self._shards[key], "eval_fraction": processor.eval_fraction,
-            "label": ({"column": processor.label_column} if processor.label_column else
-                      {"attribution_days": processor.attribution_days}),
+            "num_shards": self._shards[key], **processor.data_definition(),
         }
         counts = merge_token_counts(grouped["tokens"])
         counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}

@@ -137,7 +137,8 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     impressions = list_partitions(logs, IMPRESSIONS)
     by_day = {p.day: p for p in impressions if p.day is not None}
     unknown = [p for p in impressions if p.day is None]
-    build, skipped = plan_spans(output, days, overwrite)
+    processor = ImpressionProcessor(spec, attribution_days, label_column, eval_fraction)
+    build, skipped = plan_spans(output, days, overwrite, processor.data_definition())
     missing = [d for d in days if d not in by_day and d not in skipped]
     if missing:
         logging.warning("No impressions partition for %s in %s: no span for these days.",
@@ -148,7 +149,6 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
         raise FileNotFoundError(f"no impressions partition date=YYYY-MM-DD in {root} for any "
                                 f"day of {start}..{end}; check --logs and the dates")
 
-    processor = ImpressionProcessor(spec, attribution_days, label_column, eval_fraction)
     check_columns([by_day[d] for d in build], processor.required_columns())
     conversion_parts: list[Partition] = []
     if label_column is None:

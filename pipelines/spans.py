@@ -116,12 +116,31 @@ def staging_dir(output: str | os.PathLike, run_id: str, day: datetime.date) -> s
     return os.path.join(temp_root(output, run_id), span_dirname(day))
 
 
-def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool
+class SpanDefinitionError(ValueError):
+    """A complete span was built with other label or split options than this run's."""
+
+
+def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool,
+               definition: Mapping[str, object] | None = None
                ) -> tuple[list[datetime.date], list[datetime.date]]:
-    """Days to build and days skipped (their span is complete and ``overwrite`` is off)."""
+    """Days to build and days skipped (their span is complete and ``overwrite`` is off).
+
+    Args:
+      output: the pipeline's output directory.
+      days: the days of the run.
+      overwrite: rebuild complete spans.
+      definition: this run's label and split options (``ImpressionProcessor.data_definition``);
+        a complete span recording other values is refused unless ``overwrite``, so that one
+        output never mixes two label definitions.
+
+    Raises:
+      SpanDefinitionError: naming the span, the differing option and the fix.
+    """
     build, skip = [], []
     for day in days:
         complete = is_complete_span(span_path(output, day))
+        if complete and not overwrite and definition is not None:
+            _check_definition(output, day, definition)
         (skip if complete and not overwrite else build).append(day)
         if complete and overwrite:
             logging.info("Span %s is complete; rebuilding it (--overwrite).", day)
@@ -131,6 +150,18 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
             logging.info("Span %s has no %s (an interrupted run); rebuilding it.", day,
                          SUCCESS_FILE)
     return build, skip
+
+
+def _check_definition(output: str | os.PathLike, day: datetime.date,
+                      definition: Mapping[str, object]) -> None:
+    recorded = read_span_stats(output, day)
+    for option, value in definition.items():
+        if recorded.get(option) != value:
+            raise SpanDefinitionError(
+                f"span {span_path(output, day)} was built with {option} "
+                f"{json.dumps(recorded.get(option))} but this run asks for {json.dumps(value)}; "
+                "pass --overwrite to rebuild the window's spans with the new options (or "
+                "--output to a new directory), never mix the two")
 
 
 def remove_stale_staging(output: str | os.PathLike) -> list[str]:
@@ -246,7 +277,7 @@ def read_span_stats(output: str | os.PathLike, day: datetime.date) -> dict:
 
 
 __all__ = ["COMPRESSION_LEVEL", "DEAD_LETTER_FILE", "PARTS_DIR", "RUN_DEAD_LETTER_DIR",
-           "STATS_FILE", "SpanStats", "TEMP_PREFIX", "assemble_shard", "complete_span",
-           "merge_stats", "part_path", "plan_spans", "publish_span", "read_span_stats",
-           "remove_stale_staging", "staging_dir", "temp_root", "write_dead_letters",
-           "write_records"]
+           "STATS_FILE", "SpanDefinitionError", "SpanStats", "TEMP_PREFIX", "assemble_shard",
+           "complete_span", "merge_stats", "part_path", "plan_spans", "publish_span",
+           "read_span_stats", "remove_stale_staging", "staging_dir", "temp_root",
+           "write_dead_letters", "write_records"]

@@ -21,6 +21,7 @@ from pipelines.chunks import ImpressionProcessor
 from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
+from pipelines.spans import SpanDefinitionError
 from tests.pipelines.log_fixtures import (
     BAD_ROWS,
     CANDIDATES,
@@ -256,3 +257,19 @@ def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(
         letters = [json.loads(line) for line in f]
     assert [(x["column"], x["detail"], x["row"]["quantity"]) for x in letters] == [
         ("quantity", "quantity must be > 0", 0), ("quantity", "quantity must be > 0", -1)]
+
+
+def test_a_changed_attribution_window_is_refused_unless_overwrite_never_mixed(logs, tmp_path):
+    output = str(tmp_path)
+    build_spans(logs[0], output, START, START, SPEC, attribution_days=3)
+    with pytest.raises(SpanDefinitionError,
+                       match=r"span .*span=2026-01-05 was built with label "
+                             r"\{\"attribution_days\": 3\} but this run asks for "
+                             r"\{\"attribution_days\": 1\}; pass --overwrite"):
+        build_spans(logs[0], output, START, END, SPEC, attribution_days=1)
+    assert not os.path.exists(span_path(output, END))  # refused before any work
+    rebuilt = build_spans(logs[0], output, START, START, SPEC, attribution_days=1,
+                          overwrite=True)
+    assert rebuilt.built == [START.isoformat()]
+    stats = json.load(open(os.path.join(span_path(output, START), "stats.json")))
+    assert stats["label"] == {"attribution_days": 1}
