@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cvr_tf.compat import tf
 
@@ -52,12 +53,20 @@ def tokenize(texts: tf.Tensor, max_tokens: int) -> tf.RaggedTensor:
 
 
 def arrow_tokens(values: pa.Array, max_tokens: int) -> pa.Array:
-    """Every token of a non-null Arrow string array, flat, through :func:`tokenize`."""
+    """Every token of a non-null Arrow string array, flat, through :func:`tokenize`.
+
+    Each distinct string is tokenized once (a query repeats over its request's candidates, a
+    title over its item's impressions), and its tokens repeated for each occurrence.
+    """
     if len(values) == 0:
         return pa.array([], pa.string())
-    strings = np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
-    flat = tokenize(tf.constant(strings, tf.string), max_tokens).flat_values.numpy()
-    return pa.array(flat, pa.binary()).cast(pa.string())
+    encoded = pc.dictionary_encode(values)
+    distinct = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    tokens = tokenize(tf.constant(distinct, tf.string), max_tokens)
+    per_value = pa.LargeListArray.from_arrays(
+        pa.array(tokens.row_splits.numpy(), pa.int64()),
+        pa.array(tokens.flat_values.numpy(), pa.binary()).cast(pa.string()))
+    return pc.list_flatten(per_value.take(encoded.indices))
 
 
 __all__ = ["arrow_tokens", "tokenize"]

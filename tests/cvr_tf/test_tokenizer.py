@@ -30,9 +30,10 @@ def test_max_tokens_keeps_the_first_tokens():
     assert [[t.decode() for t in row] for row in tokens.to_list()] == [["a", "b"], ["東", "京"]]
 
 
-def test_arrow_tokens_are_the_flat_tensor_tokens():
-    texts = [text for text, _ in CASES]
-    assert arrow_tokens(pa.array(texts), 8).to_pylist() == [t for _, want in CASES for t in want]
+def test_arrow_tokens_are_the_flat_tensor_tokens_of_every_occurrence():
+    cases = CASES + CASES[::-1]  # repeated values are tokenized once, counted each time
+    texts = [text for text, _ in cases]
+    assert arrow_tokens(pa.array(texts), 8).to_pylist() == [t for _, want in cases for t in want]
     assert arrow_tokens(pa.array([], pa.string()), 8).to_pylist() == []
 
 
