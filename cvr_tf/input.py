@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import datetime
+import gzip
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,6 +120,20 @@ class SpanSchemaError(ValueError):
 _EXAMPLE_KINDS = {"string": "bytes_list", "int64": "int64_list", "float32": "float_list"}
 
 
+def _first_record(path: str) -> bytes | None:
+    """The first record of a GZIP TFRecord file, or None for an empty file.
+
+    Read in plain Python, with no TF op, so it is safe inside a ``dataset_fn`` that a
+    distribution strategy traces. A record is ``uint64 length, uint32 crc, data, uint32 crc``.
+    """
+    with gzip.open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12:
+            return None
+        (length,) = struct.unpack("<Q", header[:8])
+        return handle.read(length)
+
+
 def check_span_columns(files: Sequence[str], parsing_spec: dict[str, Any]) -> None:
     """Checks on the first record of the spans that it has every parsed column, with its type.
 
@@ -132,12 +148,12 @@ def check_span_columns(files: Sequence[str], parsing_spec: dict[str, Any]) -> No
       SpanSchemaError: naming the missing or mistyped columns, the file and the fix.
     """
     for path in files:
-        records = list(tf.data.TFRecordDataset(path, compression_type="GZIP").take(1))
-        if records:
+        record = _first_record(path)
+        if record is not None:
             break
     else:
         return
-    example = tf.train.Example.FromString(records[0].numpy())
+    example = tf.train.Example.FromString(record)
     fix = ("rebuild the spans with this spec (pipelines.build_tfrecords --feature_spec=... "
            "--overwrite) or train with the spec that built them")
     missing = sorted(set(parsing_spec) - set(example.features.feature))
