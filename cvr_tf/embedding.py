@@ -23,6 +23,7 @@ from typing import Any
 
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.features import Feature
+from cvr_tf.tokenizer import tokenize
 
 
 @register_keras_serializable(package="cvr_tf")
@@ -72,12 +73,7 @@ class FeatureEmbedding(keras.layers.Layer):
                                          name=f"{f.table}_lookup")
 
     def table_rows(self, table: str) -> int:
-        f = self._table_features[table]
-        if f.hash_buckets is not None:
-            return f.hash_buckets
-        if f.boundaries is not None:
-            return len(f.boundaries) + 1
-        return len(self._vocabularies[table]) + 1
+        return self._table_features[table].table_rows(self._vocabularies.get(table))
 
     def build(self, input_shape: Any) -> None:
         for table, f in self._table_features.items():
@@ -121,7 +117,7 @@ class FeatureEmbedding(keras.layers.Layer):
         lookup = self._lookups[f.table]
         if f.kind == "categorical":
             return tf.nn.embedding_lookup(self.tables[f.table], lookup(x))
-        tokens = tf.strings.split(tf.strings.lower(x))[:, : f.max_tokens]
+        tokens = tokenize(x, f.max_tokens)
         ids = lookup(tokens)
         vectors = tf.nn.embedding_lookup(self.tables[f.table], ids.flat_values)
         summed = tf.math.unsorted_segment_sum(vectors, ids.value_rowids(), ids.nrows())

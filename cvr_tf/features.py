@@ -16,7 +16,8 @@ Feature kinds (every feature is one *field* of the flat embedding vector):
     frequency that the pipeline computes, or an explicit ``vocabulary_file``) with one
     out-of-vocabulary row, or hashed into ``hash_buckets`` rows. Field width ``embedding_dim``.
 ``text``
-    A free-text string column (e.g. the query), lower-cased and split on whitespace into at most
+    A free-text string column (e.g. the query), split by :func:`cvr_tf.tokenizer.tokenize`
+    (Unicode lower-casing, punctuation dropped, one token per CJK character) into at most
     ``max_tokens`` tokens; token embeddings are combined by ``combiner`` (mean, sum, or sqrtn:
     sum / sqrt(n)). Empty text gives a zero vector. Field width ``embedding_dim``.
 ``numeric``
@@ -103,9 +104,9 @@ class Feature:
     def __post_init__(self) -> None:
         if not self.column:
             object.__setattr__(self, "column", self.name)
+        _validate_feature(self)
         if self.boundaries is not None:
             object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
-        _validate_feature(self)
 
     @property
     def table(self) -> str | None:
@@ -123,6 +124,25 @@ class Feature:
         """Width of this feature's slice of the flat embedding vector."""
         return 1 if self.table is None else self.embedding_dim
 
+    def table_rows(self, vocabulary: Sequence[str] | None = None) -> int:
+        """Rows of this feature's table, the one place they are counted.
+
+        ``hash_buckets`` rows, ``len(boundaries) + 1`` buckets, or a vocabulary's tokens plus one
+        out-of-vocabulary row (the loaded ``vocabulary`` if given, else the ``vocabulary_size``
+        cap).
+        """
+        if self.hash_buckets is not None:
+            return self.hash_buckets
+        if self.boundaries is not None:
+            return len(self.boundaries) + 1
+        if vocabulary is not None:
+            return len(vocabulary) + 1
+        if self.vocabulary_size is None:
+            raise FeatureSpecError(
+                f"feature {self.name!r}: the size of vocabulary_file tables is known only once "
+                "loaded; pass vocabularies=spec.load_vocabularies(...)")
+        return self.vocabulary_size + 1
+
     def to_dict(self) -> dict[str, Any]:
         """Non-default fields, the form :func:`spec_from_dict` reads back."""
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -136,12 +156,46 @@ class Feature:
         return out
 
 
+_INT_FIELDS = ("embedding_dim", "vocabulary_size", "hash_buckets", "max_tokens")
+_NUMBER_FIELDS = ("mean", "std", "min_value", "max_value")
+_STRING_FIELDS = ("kind", "column", "dtype", "vocabulary_file", "shared_embedding", "combiner",
+                  "transform")
+
+
+def _check_field_types(f: Feature) -> None:
+    """Refuses a field of the wrong JSON type (``"32"``, ``8.5``, ``true``), never coerces it."""
+    def fail(field: str, expected: str) -> None:
+        value = getattr(f, field)
+        raise FeatureSpecError(f"feature {f.name!r}: {field} must be {expected}, got {value!r} "
+                               f"({type(value).__name__}); write it as a bare JSON {expected}")
+
+    for field in _INT_FIELDS:
+        value = getattr(f, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            fail(field, "an integer")
+    for field in _NUMBER_FIELDS:
+        value = getattr(f, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            fail(field, "a number")
+    for field in _STRING_FIELDS:
+        value = getattr(f, field)
+        if value is not None and not isinstance(value, str):
+            fail(field, "a string")
+    if not isinstance(f.train_only, bool):
+        fail("train_only", "a boolean (true or false)")
+    if f.boundaries is not None and (
+            isinstance(f.boundaries, str | bytes) or not isinstance(f.boundaries, Sequence)
+            or any(isinstance(b, bool) or not isinstance(b, int | float) for b in f.boundaries)):
+        fail("boundaries", "a list of numbers")
+
+
 def _validate_feature(f: Feature) -> None:
     def fail(message: str) -> None:
         raise FeatureSpecError(f"feature {f.name!r}: {message}")
 
     if not f.name or not isinstance(f.name, str):
         raise FeatureSpecError(f"every feature needs a non-empty string 'name', got {f.name!r}")
+    _check_field_types(f)
     if f.kind not in KINDS:
         fail(f"unknown kind {f.kind!r}; use one of {', '.join(KINDS)}")
     if f.dtype not in DTYPES:
@@ -443,18 +497,8 @@ class FeatureSpec:
     def table_rows(self, table: str,
                    vocabularies: Mapping[str, Sequence[str]] | None = None) -> int:
         """Rows of a table: vocabulary + 1 OOV row, hash buckets, or buckets of the boundaries."""
-        f = self.tables()[table]
-        if f.hash_buckets is not None:
-            return f.hash_buckets
-        if f.boundaries is not None:
-            return len(f.boundaries) + 1
-        if vocabularies is not None and table in vocabularies:
-            return len(vocabularies[table]) + 1
-        if f.vocabulary_size is None:
-            raise FeatureSpecError(
-                f"feature {f.name!r}: the size of vocabulary_file tables is known only once "
-                "loaded; pass vocabularies=spec.load_vocabularies(...)")
-        return f.vocabulary_size + 1
+        vocabulary = None if vocabularies is None else vocabularies.get(table)
+        return self.tables()[table].table_rows(vocabulary)
 
     def embedding_parameter_count(self, vocabularies: Mapping[str, Sequence[str]] | None = None,
                                   train_only: bool = False) -> int:
@@ -496,6 +540,9 @@ def spec_from_dict(data: Mapping[str, Any], base_dir: str = "") -> FeatureSpec:
             raise FeatureSpecError(
                 f"feature {name!r}: unknown field(s) {', '.join(unknown)}; known fields are "
                 f"{', '.join(sorted(known))}")
+        if "name" not in raw:
+            raise FeatureSpecError(f"feature {name}: missing 'name'; give every feature a unique "
+                                   "\"name\"")
         if "kind" not in raw:
             raise FeatureSpecError(f"feature {name!r}: missing 'kind' (one of {', '.join(KINDS)})")
         features.append(Feature(**raw))

@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import datetime
+import gzip
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,6 +113,62 @@ def span_files(spans: list[str], split: str) -> list[str]:
     return files
 
 
+class SpanSchemaError(ValueError):
+    """The spans lack a column the spec reads, or hold it with another type."""
+
+
+_EXAMPLE_KINDS = {"string": "bytes_list", "int64": "int64_list", "float32": "float_list"}
+
+
+def _first_record(path: str) -> bytes | None:
+    """The first record of a GZIP TFRecord file, or None for an empty file.
+
+    Read in plain Python, with no TF op, so it is safe inside a ``dataset_fn`` that a
+    distribution strategy traces. A record is ``uint64 length, uint32 crc, data, uint32 crc``.
+    """
+    with gzip.open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12:
+            return None
+        (length,) = struct.unpack("<Q", header[:8])
+        return handle.read(length)
+
+
+def check_span_columns(files: Sequence[str], parsing_spec: dict[str, Any]) -> None:
+    """Checks on the first record of the spans that it has every parsed column, with its type.
+
+    A spec that reads a column the spans lack would otherwise fail only inside the ``tf.data``
+    graph, at the first batch, naming no file and no fix.
+
+    Args:
+      files: span files (``.tfrecord.gz``); the first non-empty one is read.
+      parsing_spec: column -> ``tf.io.FixedLenFeature``, from ``spec.parsing_spec()``.
+
+    Raises:
+      SpanSchemaError: naming the missing or mistyped columns, the file and the fix.
+    """
+    for path in files:
+        record = _first_record(path)
+        if record is not None:
+            break
+    else:
+        return
+    example = tf.train.Example.FromString(record)
+    fix = ("rebuild the spans with this spec (pipelines.build_tfrecords --feature_spec=... "
+           "--overwrite) or train with the spec that built them")
+    missing = sorted(set(parsing_spec) - set(example.features.feature))
+    if missing:
+        raise SpanSchemaError(f"span file {path} has no column(s) {', '.join(missing)} that the "
+                              f"feature spec reads; {fix}")
+    for column, feature in parsing_spec.items():
+        want = _EXAMPLE_KINDS[feature.dtype.name]
+        have = example.features.feature[column].WhichOneof("kind")
+        if have != want:
+            raise SpanSchemaError(
+                f"span file {path} holds column {column!r} as {have} but the feature spec reads "
+                f"it as {feature.dtype.name}; fix the column's dtype in the spec or {fix}")
+
+
 def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetime.date,
                  spec: FeatureSpec, split: str = "train", batch_size: int = 1024,
                  shuffle: bool = True, num_epochs: int | None = 1, seed: int = 0,
@@ -163,6 +221,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
     if not 0 <= input_pipeline_id < num_input_pipelines:
         raise ValueError(f"input_pipeline_id {input_pipeline_id} is not in "
                          f"[0, {num_input_pipelines})")
+    parsing_spec: dict[str, Any] = spec.parsing_spec()
+    check_span_columns(files, parsing_spec)
     shard_files = len(files) >= num_input_pipelines
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shard_files:
@@ -180,7 +240,6 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat(num_epochs)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    parsing_spec: dict[str, Any] = spec.parsing_spec()
     dataset = dataset.map(lambda records: tf.io.parse_example(records, parsing_spec),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
@@ -206,6 +265,7 @@ def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         raise ValueError(f"no examples in the {', '.join(splits)} split(s) of {start}..{end}")
     return {name: np.concatenate(values) for name, values in parts.items()}
 
-__all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "days_in_range",
-           "is_complete_span", "list_spans", "make_dataset", "read_columns", "shard_filename",
-           "span_dirname", "span_files", "span_path"]
+__all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "SpanSchemaError",
+           "check_span_columns", "days_in_range", "is_complete_span", "list_spans",
+           "make_dataset", "read_columns", "shard_filename", "span_dirname", "span_files",
+           "span_path"]

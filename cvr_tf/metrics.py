@@ -13,8 +13,13 @@ Conventions:
     * Malformed input (empty arrays, mismatched lengths, NaN or out-of-range predictions,
       non-binary labels, missing request keys) raises ``ValueError`` naming the argument.
     * A metric that is undefined on well-formed data (AUC without a positive or without a
-      negative, mAP without a request that has a positive, calibration without a positive)
-      returns ``nan`` rather than raising, so :func:`evaluate` still reports everything else.
+      negative, mAP without a ranking request, gAUC without a request of both classes,
+      calibration without a positive) returns ``nan`` rather than raising, so :func:`evaluate`
+      still reports everything else, with the count of requests each ranking metric averages.
+    * Ranking metrics average only the requests that rank something: mAP those with at least
+      two candidates and one positive (a lone candidate's AP is 1 whatever the model), gAUC those
+      with both a positive and a negative. One-row-per-request data therefore gives ``nan`` and
+      a count of 0, never a flattering 1.0.
 
 Example:
     >>> evaluate(labels=[1, 0, 0, 1], predictions=[0.9, 0.2, 0.4, 0.3],
@@ -217,11 +222,25 @@ def _group_auc(
     positives = np.bincount(codes, weights=labels, minlength=n_groups)
     sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
     negatives = sizes - positives
-    mixed = (positives > 0) & (negatives > 0)
+    mixed = _group_auc_requests(labels, codes, n_groups)
     if not mixed.any():
         return float("nan")
     request_auc = correct[mixed] / (positives[mixed] * negatives[mixed])
     return float(np.dot(sizes[mixed], request_auc) / sizes[mixed].sum())
+
+
+def _map_requests(labels: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mask of the requests mAP averages: at least two candidates and one positive."""
+    positives = np.bincount(codes, weights=labels, minlength=n_groups)
+    sizes = np.bincount(codes, minlength=n_groups)
+    return (positives > 0) & (sizes >= 2)
+
+
+def _group_auc_requests(labels: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mask of the requests gAUC averages: both a positive and a negative."""
+    positives = np.bincount(codes, weights=labels, minlength=n_groups)
+    sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    return (positives > 0) & (sizes - positives > 0)
 
 
 def _mean_average_precision(labels: np.ndarray, codes: np.ndarray, n_groups: int) -> float:
@@ -238,10 +257,10 @@ def _mean_average_precision(labels: np.ndarray, codes: np.ndarray, n_groups: int
     precision_at_positives = ranked_labels * positives_so_far / rank
     precision_sums = np.bincount(ranked_codes, weights=precision_at_positives, minlength=n_groups)
     positives = np.bincount(codes, weights=labels, minlength=n_groups)
-    with_positive = positives > 0
-    if not with_positive.any():
+    ranking = _map_requests(labels, codes, n_groups)
+    if not ranking.any():
         return float("nan")
-    return float(np.mean(precision_sums[with_positive] / positives[with_positive]))
+    return float(np.mean(precision_sums[ranking] / positives[ranking]))
 
 
 def _logloss(labels: np.ndarray, predictions: np.ndarray, eps: float) -> float:
@@ -318,11 +337,12 @@ def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: Ar
     rank of an item:
 
         AP = (1/|P|) sum_{k in P} precision@k,   precision@k = |P in top k| / k
-        mAP = mean of AP over requests with at least one positive
+        mAP = mean of AP over requests with at least two candidates and one positive
 
-    Requests without a positive have no defined AP and are skipped (they neither raise nor lower
-    mAP). Ties are ranked pessimistically: among items with equal predictions, negatives come
-    before positives, so a constant predictor gets the worst AP possible, not a lucky order.
+    Other requests are skipped (they neither raise nor lower mAP): without a positive AP is
+    undefined, and a lone candidate's AP is 1 whatever the model predicts. Ties are ranked
+    pessimistically: among items with equal predictions, negatives come before positives, so a
+    constant predictor gets the worst AP possible, not a lucky order.
     E.g. a ranking with labels [1, 0, 1] has AP = (1/1 + 2/3) / 2 = 5/6.
 
     Args:
@@ -331,7 +351,7 @@ def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: Ar
         groups: request key of each example (bytes, str or int), shape [n], in any order.
 
     Returns:
-        The mAP, or ``nan`` when no request has a positive.
+        The mAP, or ``nan`` when no request has two candidates and a positive.
 
     Raises:
         ValueError: on malformed input or missing request keys.
@@ -400,7 +420,8 @@ def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> di
     Returns:
         A dict with ``auc``, ``logloss``, ``mean_average_precision``, ``group_auc`` and
         ``calibration`` (as the functions of the same names; undefined ones are ``nan``), plus
-        ``examples``, ``requests`` and ``requests_with_positive`` (ints) and ``positive_rate``.
+        ``examples``, ``requests``, ``requests_with_positive``, ``map_requests`` and
+        ``group_auc_requests`` (ints: the requests mAP and gAUC average) and ``positive_rate``.
 
     Raises:
         ValueError: on malformed input or missing request keys.
@@ -421,5 +442,7 @@ def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> di
         "examples": int(labels.shape[0]),
         "requests": n_groups,
         "requests_with_positive": int(np.count_nonzero(positives_per_request)),
+        "map_requests": int(np.count_nonzero(_map_requests(labels, codes, n_groups))),
+        "group_auc_requests": int(np.count_nonzero(_group_auc_requests(labels, codes, n_groups))),
         "positive_rate": float(labels.mean()),
     }

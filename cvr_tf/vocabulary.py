@@ -13,9 +13,9 @@ written one token per line, most frequent first (the model adds its out-of-vocab
 
 Tokens are what the model looks up (see :mod:`cvr_tf.embedding`): a categorical column's value
 (int64 values as decimal strings); for a ``text`` feature, the first ``max_tokens`` tokens of
-``tf.strings.split(tf.strings.lower(x))``, i.e. ASCII lower-casing and splitting on runs of ASCII
-whitespace. Empty tokens and tokens holding a line break are never counted: a line-based
-vocabulary file cannot hold them, so the model maps them to the OOV row.
+:func:`cvr_tf.tokenizer.tokenize`, the very function the model runs. Empty tokens and tokens
+holding a line break are never counted: a line-based vocabulary file cannot hold them, so the
+model maps them to the OOV row.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from cvr_tf.features import MAX_VOCAB_SCALE, Feature, FeatureSpec
 from cvr_tf.input import list_spans
+from cvr_tf.tokenizer import arrow_tokens
 
 TOKEN_COUNTS_DIR = "token_counts"
 VOCAB_DIR = "vocab"
@@ -50,11 +51,8 @@ def feature_tokens(values: pa.Array | pa.ChunkedArray, feature: Feature) -> pa.A
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     values = values.drop_null()
-    if feature.kind == "text":  # splitting removed every line break
-        trimmed = pc.ascii_trim_whitespace(pc.ascii_lower(values))
-        tokens = pc.list_flatten(pc.list_slice(pc.ascii_split_whitespace(trimmed), 0,
-                                               feature.max_tokens))
-        return tokens.filter(pc.not_equal(tokens, ""))
+    if feature.kind == "text":  # the tokenizer drops empty tokens and splits at line breaks
+        return arrow_tokens(values, feature.max_tokens)
     tokens = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
     line_break = pc.or_(pc.match_substring(tokens, "\n"), pc.match_substring(tokens, "\r"))
     return tokens.filter(pc.and_(pc.not_equal(tokens, ""), pc.invert(line_break)))

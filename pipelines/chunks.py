@@ -60,6 +60,16 @@ class ImpressionProcessor:
         self.eval_fraction = eval_fraction
         self._encoder = ExampleEncoder(spec.log_columns(), spec.tfmd_schema())
 
+    def data_definition(self) -> dict[str, object]:
+        """The options that decide a span's labels and split, recorded in its ``stats.json``.
+
+        A span built with other values must never be mixed with new ones (see
+        :func:`pipelines.spans.plan_spans`).
+        """
+        label = ({"column": self.label_column} if self.label_column else
+                 {"attribution_days": self.attribution_days})
+        return {"label": label, "eval_fraction": self.eval_fraction}
+
     def rules(self) -> list[ColumnRule]:
         """Rules of every impressions column read: keys, ``ts``, the spec's columns, label."""
         rules = {REQUEST_ID: ColumnRule(REQUEST_ID, self.key_dtypes()[REQUEST_ID]),

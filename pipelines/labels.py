@@ -26,6 +26,7 @@ REQUEST_ID = "request_id"
 ITEM_ID = "item_id"
 TS = "ts"
 JOIN_KEYS = (REQUEST_ID, ITEM_ID)
+QUANTITY = "quantity"  # optional conversion column; a conversion with quantity <= 0 is rejected
 _ROW = "__row"
 _CONVERSION_TS = "__conversion_ts"
 

@@ -32,6 +32,30 @@ class LogSchemaError(ValueError):
     """The logs lack a column the pipeline needs; the message names the column and the file."""
 
 
+class BadLogFileError(ValueError):
+    """A log file is not readable Parquet (zero bytes, truncated, corrupt); names the file."""
+
+
+def open_parquet(path: str, kind: str) -> pq.ParquetFile:
+    """Opens a log file, turning Arrow's unnamed footer errors into one naming the file.
+
+    Raises:
+      BadLogFileError: the file is empty, truncated or not Parquet.
+    """
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as error:
+        raise BadLogFileError(_bad_file_message(path, kind, error)) from None
+
+
+def _bad_file_message(path: str, kind: str, error: Exception) -> str:
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    what = "is empty (0 bytes)" if size == 0 else f"is not readable Parquet ({size} bytes)"
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (f"{kind} file {path} {what}: {detail}; re-export or remove the file (its day "
+            "then has no span) and rerun")
+
+
 @dataclasses.dataclass(frozen=True)
 class Partition:
     """One ``date=...`` directory of a log table.
@@ -113,7 +137,7 @@ def check_columns(partitions: Sequence[Partition], required: Mapping[str, str]) 
     """
     for partition in partitions:
         for path in partition.files:
-            present = set(pq.read_schema(path).names)
+            present = set(open_parquet(path, partition.kind).schema_arrow.names)
             for column, reason in required.items():
                 if column not in present:
                     raise LogSchemaError(
@@ -127,7 +151,7 @@ def plan_reads(partitions: Sequence[Partition]) -> list[ReadTask]:
     tasks = []
     for partition in partitions:
         for file_index, path in enumerate(partition.files):
-            metadata = pq.ParquetFile(path).metadata
+            metadata = open_parquet(path, partition.kind).metadata
             for row_group in range(metadata.num_row_groups):
                 tasks.append(ReadTask(partition=partition, path=path, file_index=file_index,
                                       row_group=row_group,
@@ -145,15 +169,24 @@ def read_batches(task: ReadTask, columns: Sequence[str], batch_rows: int
     Yields:
       ``(chunk_id, table)``; chunk ids sort in file, row group, batch order.
     """
-    parquet = pq.ParquetFile(task.path)
+    parquet = open_parquet(task.path, task.partition.kind)
     present = [c for c in columns if c in parquet.schema_arrow.names]
     batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[task.row_group],
                                    columns=present)
-    for index, batch in enumerate(batches):
+    index = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as error:  # a corrupt page inside the file
+            raise BadLogFileError(_bad_file_message(task.path, task.partition.kind, error)
+                                  ) from None
         chunk_id = f"{task.file_index:05d}-{task.row_group:05d}-{index:05d}"
+        index += 1
         yield chunk_id, pa.Table.from_batches([batch])
 
 
-__all__ = ["CONVERSIONS", "IMPRESSIONS", "LogSchemaError", "PARTITION_PREFIX", "Partition",
-           "ReadTask", "check_columns", "list_partitions", "partition_day", "plan_reads",
-           "read_batches"]
+__all__ = ["BadLogFileError", "CONVERSIONS", "IMPRESSIONS", "LogSchemaError", "PARTITION_PREFIX",
+           "Partition", "ReadTask", "check_columns", "list_partitions", "open_parquet",
+           "partition_day", "plan_reads", "read_batches"]

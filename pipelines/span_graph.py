@@ -13,8 +13,6 @@ Keys are strings (ISO days), so every runner has a deterministic key coder. Each
 progress line per element. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import datetime
 import json
@@ -28,7 +26,7 @@ from absl import logging
 from cvr_tf.input import span_path
 from cvr_tf.vocabulary import merge_token_counts
 from pipelines.chunks import ImpressionProcessor
-from pipelines.labels import TS, conversion_days, distinct_conversions
+from pipelines.labels import QUANTITY, TS, conversion_days, distinct_conversions
 from pipelines.log_reader import ReadTask, read_batches
 from pipelines.spans import (
     RUN_DEAD_LETTER_DIR,
@@ -73,8 +71,8 @@ class SpanGraph:
                             self.processor.key_dtypes().items()] + [ColumnRule(TS, TIMESTAMP)]
         conversion_chunks = (
             pipeline | "PlanConversions" >> beam.Create(conversions, reshuffle=False)
-            | "ReadConversions" >> beam.FlatMap(_read, [r.column for r in conversion_rules],
-                                                self.batch_rows)
+            | "ReadConversions" >> beam.FlatMap(
+                _read, [r.column for r in conversion_rules] + [QUANTITY], self.batch_rows)
             | "ValidateConversions" >> beam.ParDo(_ValidateConversions(conversion_rules))
             .with_outputs("report", main="rows"))
         conversions_by_day = (
@@ -133,11 +131,15 @@ class _ValidateConversions(beam.DoFn):
 
     def process(self, element: tuple[ReadTask, str, pa.Table]):
         task, chunk_id, table = element
-        validated = validate(table, self._rules, task.partition.day)
+        rules = self._rules
+        if QUANTITY in table.column_names:  # optional: logs without quantities are fine
+            rules = [*rules, ColumnRule(QUANTITY, "float32", positive=True)]
+        validated = validate(table, rules, task.partition.day)
         partition = f"{task.partition.kind}/{task.partition.name}"
         yield beam.pvalue.TaggedOutput("report", (partition, (chunk_id, table.num_rows,
                                                               validated.rejected)))
-        yield task.partition.day.isoformat(), validated.rows
+        yield task.partition.day.isoformat(), validated.rows.select(
+            [rule.column for rule in self._rules])
 
 
 class _ProcessImpressions(beam.DoFn):
@@ -222,14 +224,12 @@ class _CompleteSpan(beam.DoFn):
         processor = self._processor
         metadata = {
             "span": key, "run_id": self._run_id, "rows": dataclasses.asdict(stats),
-            "num_shards": self._shards[key], "eval_fraction": processor.eval_fraction,
-            "label": ({"column": processor.label_column} if processor.label_column else
-                      {"attribution_days": processor.attribution_days}),
+            "num_shards": self._shards[key], **processor.data_definition(),
         }
         counts = merge_token_counts(grouped["tokens"])
         counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}
         staging = staging_dir(self._output, self._run_id, day)
-        complete_span(staging, self._shards[key], metadata, counts, rejected)
+        complete_span(staging, self._shards[key], metadata, counts, rejected, processor.spec)
         publish_span(staging, span_path(self._output, day))
         logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
                      "rejected %s, %d positives.", key, stats.rows_in, stats.rows_written,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging as std_logging
 import math
 import os
 import shutil
@@ -126,6 +127,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
       FileNotFoundError: no impressions partition for any day of the window.
     """
     _check_arguments(attribution_days, eval_fraction, num_shards, batch_rows)
+    quiet_beam_type_hints()
     began = time.perf_counter()
     spec = spec or default_spec()
     output = os.fspath(output)
@@ -135,7 +137,8 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     impressions = list_partitions(logs, IMPRESSIONS)
     by_day = {p.day: p for p in impressions if p.day is not None}
     unknown = [p for p in impressions if p.day is None]
-    build, skipped = plan_spans(output, days, overwrite)
+    processor = ImpressionProcessor(spec, attribution_days, label_column, eval_fraction)
+    build, skipped = plan_spans(output, days, overwrite, processor.data_definition())
     missing = [d for d in days if d not in by_day and d not in skipped]
     if missing:
         logging.warning("No impressions partition for %s in %s: no span for these days.",
@@ -146,7 +149,6 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
         raise FileNotFoundError(f"no impressions partition date=YYYY-MM-DD in {root} for any "
                                 f"day of {start}..{end}; check --logs and the dates")
 
-    processor = ImpressionProcessor(spec, attribution_days, label_column, eval_fraction)
     check_columns([by_day[d] for d in build], processor.required_columns())
     conversion_parts: list[Partition] = []
     if label_column is None:
@@ -231,6 +233,16 @@ def _make_pipeline(options: PipelineOptions | None) -> beam.Pipeline:
     if options.view_as(StandardOptions).runner is None:
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
+
+
+def quiet_beam_type_hints() -> None:
+    """Silences Beam's INFO line per string annotation ("Converting string literal type hint").
+
+    Modules with ``from __future__ import annotations`` give Beam string type hints, which it
+    logs once per transform and element type: hundreds of lines a run that say nothing.
+    """
+    std_logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(
+        std_logging.WARNING)
 
 
 def _write_schema(output: str, spec: FeatureSpec) -> None:

@@ -5,7 +5,8 @@ when everything is in it::
 
     1. shards       train-SSSSS-of-NNNNN.tfrecord.gz, eval-SSSSS-of-NNNNN.tfrecord.gz, each
                     the concatenation of the parts its chunks wrote (in _parts/)
-    2. metadata     stats.json, token_counts/<table>.tsv, dead_letter-00000-of-00001.jsonl;
+    2. metadata     stats.json, token_counts/<table>.tsv, feature_spec.json (the spec that
+                    built the span, see cvr_tf.span_spec), dead_letter-00000-of-00001.jsonl;
                     _parts/ deleted
     3. _SUCCESS     last
     4. rename       staging -> <output>/span=D (an existing span is first renamed aside, then
@@ -30,6 +31,7 @@ import pyarrow as pa
 from absl import logging
 
 from cvr_tf.compat import tf
+from cvr_tf.features import FeatureSpec
 from cvr_tf.input import (
     RECORD_SUFFIX,
     SPLITS,
@@ -39,6 +41,7 @@ from cvr_tf.input import (
     span_dirname,
     span_path,
 )
+from cvr_tf.span_spec import write_span_spec
 from cvr_tf.vocabulary import TOKEN_COUNTS_DIR, write_token_counts
 from pipelines.validation import dead_letter_lines
 
@@ -113,12 +116,31 @@ def staging_dir(output: str | os.PathLike, run_id: str, day: datetime.date) -> s
     return os.path.join(temp_root(output, run_id), span_dirname(day))
 
 
-def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool
+class SpanDefinitionError(ValueError):
+    """A complete span was built with other label or split options than this run's."""
+
+
+def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool,
+               definition: Mapping[str, object] | None = None
                ) -> tuple[list[datetime.date], list[datetime.date]]:
-    """Days to build and days skipped (their span is complete and ``overwrite`` is off)."""
+    """Days to build and days skipped (their span is complete and ``overwrite`` is off).
+
+    Args:
+      output: the pipeline's output directory.
+      days: the days of the run.
+      overwrite: rebuild complete spans.
+      definition: this run's label and split options (``ImpressionProcessor.data_definition``);
+        a complete span recording other values is refused unless ``overwrite``, so that one
+        output never mixes two label definitions.
+
+    Raises:
+      SpanDefinitionError: naming the span, the differing option and the fix.
+    """
     build, skip = [], []
     for day in days:
         complete = is_complete_span(span_path(output, day))
+        if complete and not overwrite and definition is not None:
+            _check_definition(output, day, definition)
         (skip if complete and not overwrite else build).append(day)
         if complete and overwrite:
             logging.info("Span %s is complete; rebuilding it (--overwrite).", day)
@@ -128,6 +150,18 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
             logging.info("Span %s has no %s (an interrupted run); rebuilding it.", day,
                          SUCCESS_FILE)
     return build, skip
+
+
+def _check_definition(output: str | os.PathLike, day: datetime.date,
+                      definition: Mapping[str, object]) -> None:
+    recorded = read_span_stats(output, day)
+    for option, value in definition.items():
+        if recorded.get(option) != value:
+            raise SpanDefinitionError(
+                f"span {span_path(output, day)} was built with {option} "
+                f"{json.dumps(recorded.get(option))} but this run asks for {json.dumps(value)}; "
+                "pass --overwrite to rebuild the window's spans with the new options (or "
+                "--output to a new directory), never mix the two")
 
 
 def remove_stale_staging(output: str | os.PathLike) -> list[str]:
@@ -177,7 +211,7 @@ def assemble_shard(staging: str, split: str, shard: int, num_shards: int,
 
 def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                   token_counts: Mapping[str, Mapping[str, int]],
-                  rejected: Sequence[pa.Table]) -> None:
+                  rejected: Sequence[pa.Table], spec: FeatureSpec) -> None:
     """Writes a staged span's metadata, empty files for shards without rows, then ``_SUCCESS``.
 
     Args:
@@ -186,6 +220,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
       stats: the span's ``stats.json`` content.
       token_counts: table -> token -> count of the span's train split.
       rejected: dead-letter tables, written in order to one JSON-lines file.
+      spec: the feature spec that built the span, recorded in it (:mod:`cvr_tf.span_spec`).
     """
     os.makedirs(directory, exist_ok=True)
     for split in SPLITS:
@@ -195,6 +230,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                 write_records(path, [])
     shutil.rmtree(os.path.join(directory, PARTS_DIR), ignore_errors=True)
     write_token_counts(os.path.join(directory, TOKEN_COUNTS_DIR), token_counts)
+    write_span_spec(directory, spec)
     if any(table.num_rows for table in rejected):
         write_dead_letters(os.path.join(directory, DEAD_LETTER_FILE), rejected)
     with open(os.path.join(directory, STATS_FILE), "w", encoding="utf-8") as handle:
@@ -241,7 +277,7 @@ def read_span_stats(output: str | os.PathLike, day: datetime.date) -> dict:
 
 
 __all__ = ["COMPRESSION_LEVEL", "DEAD_LETTER_FILE", "PARTS_DIR", "RUN_DEAD_LETTER_DIR",
-           "STATS_FILE", "SpanStats", "TEMP_PREFIX", "assemble_shard", "complete_span",
-           "merge_stats", "part_path", "plan_spans", "publish_span", "read_span_stats",
-           "remove_stale_staging", "staging_dir", "temp_root", "write_dead_letters",
-           "write_records"]
+           "STATS_FILE", "SpanDefinitionError", "SpanStats", "TEMP_PREFIX", "assemble_shard",
+           "complete_span", "merge_stats", "part_path", "plan_spans", "publish_span",
+           "read_span_stats", "remove_stale_staging", "staging_dir", "temp_root",
+           "write_dead_letters", "write_records"]

@@ -14,7 +14,7 @@ applies, in this order), so ``rows_in == rows_written + rows_rejected`` holds by
     ``ts`` unparsable, or not inside the partition's day (UTC).
 ``out_of_range``
     below the feature's ``min_value`` / above its ``max_value``, infinite, too large for
-    float32, or a label other than 0/1.
+    float32, a label other than 0/1, or a conversion's ``quantity`` <= 0.
 
 Columns are checked whole (vectorized with pyarrow/numpy/pandas); accepted input types are
 strings, integers, floats (integral for int64), numeric strings, dictionary-encoded strings,
@@ -58,12 +58,14 @@ class ColumnRule:
       dtype: ``string``, ``int64``, ``float32``, ``timestamp`` (ms) or ``label`` (0/1).
       min_value: smallest valid value (numerics).
       max_value: largest valid value (numerics).
+      positive: values must be > 0 (numerics; e.g. a conversion's quantity).
     """
 
     column: str
     dtype: str
     min_value: float | None = None
     max_value: float | None = None
+    positive: bool = False
 
 
 def spec_rules(spec: FeatureSpec) -> list[ColumnRule]:
@@ -221,6 +223,9 @@ def _check_column(array: pa.Array, rule: ColumnRule, day: datetime.date) -> _Che
     if rule.max_value is not None:
         check.range_failures.append((OUT_OF_RANGE, usable & (numbers > rule.max_value),
                                      f"{rule.column} must be <= {rule.max_value}"))
+    if rule.positive:
+        check.range_failures.append((OUT_OF_RANGE, usable & (numbers <= 0),
+                                     f"{rule.column} must be > 0"))
     filled = np.where(usable, numbers, 0)
     check.values = pa.array(filled.astype(_ARROW_TYPES[rule.dtype].to_pandas_dtype()))
     return check

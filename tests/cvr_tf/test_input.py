@@ -1,6 +1,7 @@
 """The tf.data reader of the pipeline's spans: values, batching, order, span selection."""
 
 import collections
+import dataclasses
 import datetime
 import os
 
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 
 from cvr_tf.compat import tf
-from cvr_tf.features import default_spec
-from cvr_tf.input import SUCCESS_FILE, list_spans, make_dataset, span_path
+from cvr_tf.features import Feature, default_spec
+from cvr_tf.input import SUCCESS_FILE, SpanSchemaError, list_spans, make_dataset, span_path
 from pipelines.span_pipeline import build_spans
 from tests.pipelines.log_fixtures import DAYS, START, write_logs
 
@@ -120,3 +121,20 @@ def test_bad_arguments_name_the_argument(data):
         make_dataset(output, START, END, SPEC, batch_size=0)
     assert isinstance(make_dataset(output, START, END, SPEC, options=tf.data.Options()),
                       tf.data.Dataset)
+
+
+def test_a_column_absent_from_the_spans_fails_before_the_graph_naming_file_and_fix(data):
+    output = data[0]
+    extra = dataclasses.replace(SPEC, features=SPEC.features + (
+        Feature(name="hotel_stars", kind="numeric", dtype="float32"),))
+    with pytest.raises(SpanSchemaError,
+                       match=r"span file .*\.tfrecord\.gz has no column\(s\) hotel_stars that "
+                             r"the feature spec reads; rebuild the spans with this spec"):
+        make_dataset(output, START, END, extra)
+    retyped = dataclasses.replace(SPEC, features=tuple(
+        dataclasses.replace(f, dtype="int64") if f.name == "item_price_log" else f
+        for f in SPEC.features if f.name != "item_price_bucket"))
+    with pytest.raises(SpanSchemaError,
+                       match="holds column 'item_price' as float_list but the feature spec reads "
+                             "it as int64"):
+        make_dataset(output, START, END, retyped)

@@ -48,7 +48,7 @@ def reference_map(labels, predictions, groups):
     aps = [
         reference_average_precision(items)
         for items in reference_requests(labels, predictions, groups)
-        if any(label == 1 for _, label in items)
+        if len(items) >= 2 and any(label == 1 for _, label in items)
     ]
     return sum(aps) / len(aps) if aps else math.nan
 
@@ -226,6 +226,27 @@ def test_undefined_metrics_are_nan():
     assert math.isnan(metrics.auc([1, 1], [0.2, 0.3]))
     # Every request is single-item, so no request has both a positive and a negative.
     assert math.isnan(metrics.group_auc([1, 0], [0.2, 0.3], ["a", "b"]))
+
+
+def test_one_row_requests_give_no_ranking_metric_and_count_zero_requests():
+    # A lone positive candidate has AP 1 whatever the model: it must not make mAP 1.0.
+    one_row = metrics.evaluate([1, 0, 1], [0.1, 0.2, 0.3], ["a", "b", "c"])
+    assert math.isnan(one_row["mean_average_precision"])
+    assert math.isnan(one_row["group_auc"])
+    assert (one_row["map_requests"], one_row["group_auc_requests"]) == (0, 0)
+    assert one_row["requests_with_positive"] == 2
+
+
+def test_ranking_metrics_count_only_the_requests_they_average():
+    labels = [1, 1, 0, 1, 1, 0, 0]
+    predictions = [0.9, 0.2, 0.4, 0.3, 0.8, 0.7, 0.6]
+    # a: lone positive (skipped by both); b: AP 1/2, AUC 0; c: positives only (mAP, not gAUC);
+    # d: negative only (neither).
+    groups = ["a", "b", "b", "c", "c", "d", "d"]
+    result = metrics.evaluate(labels, predictions, groups)
+    assert result["mean_average_precision"] == pytest.approx((0.5 + 1.0) / 2, abs=1e-15)
+    assert result["group_auc"] == 0.0
+    assert (result["map_requests"], result["group_auc_requests"]) == (2, 1)
 
 
 # Malformed input.

@@ -4,7 +4,10 @@ import dataclasses
 import datetime
 import glob
 import json
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -15,9 +18,10 @@ import pytest
 from cvr_tf.features import Feature, default_spec
 from cvr_tf.input import SUCCESS_FILE, list_spans, span_files, span_path
 from pipelines.chunks import ImpressionProcessor
-from pipelines.log_reader import LogSchemaError
+from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
+from pipelines.spans import SpanDefinitionError
 from tests.pipelines.log_fixtures import (
     BAD_ROWS,
     CANDIDATES,
@@ -207,3 +211,66 @@ def test_command_line_passes_beam_options_through(logs, tmp_path):
     assert json.loads(result.stdout)["built"] == [START.isoformat()]
     shards = glob.glob(os.path.join(span_path(output, START), "train-*-of-00003.tfrecord.gz"))
     assert len(shards) == 3
+
+
+def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # other tests may lower absl's verbosity
+    build_spans(logs[0], str(tmp_path / "out"), START, START + datetime.timedelta(days=1), SPEC)
+    beam_type_hints = [r for r in caplog.records if r.name.startswith("apache_beam.typehints")]
+    assert beam_type_hints == []
+    span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
+    assert [line.split(" complete:")[0] for line in span_lines] == [
+        f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
+
+
+@pytest.mark.parametrize("damage, what", [
+    (lambda data: b"", r"is empty \(0 bytes\)"),
+    (lambda data: data[: len(data) // 2], r"is not readable Parquet \(\d+ bytes\)"),
+    (lambda data: b"x" * len(data), r"is not readable Parquet \(\d+ bytes\)"),
+])
+def test_a_bad_parquet_file_fails_before_any_work_naming_the_file(logs, tmp_path, damage, what):
+    copy = str(tmp_path / "logs")
+    shutil.copytree(logs[0], copy)
+    bad = os.path.join(copy, "impressions", f"date={BAD_DAY}", "part-00000.parquet")
+    with open(bad, "rb") as handle:
+        data = handle.read()
+    with open(bad, "wb") as handle:
+        handle.write(damage(data))
+    with pytest.raises(BadLogFileError, match=rf"impressions file {re.escape(bad)} {what}: .*; "
+                                              r"re-export or remove the file"):
+        build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
+    assert not glob.glob(os.path.join(str(tmp_path / "out"), "span=*"))
+
+
+def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(logs, tmp_path):
+    copy = str(tmp_path / "logs")
+    shutil.copytree(logs[0], copy)
+    path = sorted(glob.glob(os.path.join(copy, "conversions", "date=*", "*.parquet")))[0]
+    table = pq.read_table(path)
+    quantity = [0, -1] + table.column("quantity").to_pylist()[2:]
+    pq.write_table(table.set_column(table.schema.get_field_index("quantity"), "quantity",
+                                    [quantity]), path)
+    summary = build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
+    report = summary.partitions[f"conversions/{os.path.basename(os.path.dirname(path))}"]
+    assert report["rejected_by_reason"] == {"out_of_range": 2}
+    with open(report["dead_letter"]) as f:
+        letters = [json.loads(line) for line in f]
+    assert [(x["column"], x["detail"], x["row"]["quantity"]) for x in letters] == [
+        ("quantity", "quantity must be > 0", 0), ("quantity", "quantity must be > 0", -1)]
+
+
+def test_a_changed_attribution_window_is_refused_unless_overwrite_never_mixed(logs, tmp_path):
+    output = str(tmp_path)
+    build_spans(logs[0], output, START, START, SPEC, attribution_days=3)
+    with pytest.raises(SpanDefinitionError,
+                       match=r"span .*span=2026-01-05 was built with label "
+                             r"\{\"attribution_days\": 3\} but this run asks for "
+                             r"\{\"attribution_days\": 1\}; pass --overwrite"):
+        build_spans(logs[0], output, START, END, SPEC, attribution_days=1)
+    assert not os.path.exists(span_path(output, END))  # refused before any work
+    rebuilt = build_spans(logs[0], output, START, START, SPEC, attribution_days=1,
+                          overwrite=True)
+    assert rebuilt.built == [START.isoformat()]
+    stats = json.load(open(os.path.join(span_path(output, START), "stats.json")))
+    assert stats["label"] == {"attribution_days": 1}

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from cvr_tf.compat import tf
+from cvr_tf.features import default_spec
 from cvr_tf.input import SUCCESS_FILE, is_complete_span, span_path
 from pipelines.spans import (
     SpanStats,
@@ -21,6 +22,7 @@ from pipelines.spans import (
 )
 
 DAY = datetime.date(2026, 1, 5)
+SPEC = default_spec()
 
 
 def records_of(path):
@@ -38,17 +40,19 @@ def test_assembled_shard_is_the_parts_in_order(tmp_path):
     assert records_of(shard) == [b"a", b"b", b"c"]
     assert assemble_shard(staging, "train", 0, 1, sorted(parts)) == shard  # a retry
     assert records_of(shard) == [b"a", b"b", b"c"]
-    complete_span(staging, 1, {}, {}, [])
+    complete_span(staging, 1, {}, {}, [], SPEC)
     assert not any(os.path.exists(p) for p in parts)
 
 
 def test_complete_span_fills_empty_shards_and_writes_success_last(tmp_path):
     staging = str(tmp_path / "staging")
     write_records(os.path.join(staging, "train-00000-of-00002.tfrecord.gz"), [b"x"])
-    complete_span(staging, 2, {"rows": {}}, {"device": {"app": 2, "web": 2, "ios": 3}}, [])
+    complete_span(staging, 2, {"rows": {}}, {"device": {"app": 2, "web": 2, "ios": 3}}, [],
+                  SPEC)
     names = sorted(os.listdir(staging))
     assert names == ["_SUCCESS", "eval-00000-of-00002.tfrecord.gz",
-                     "eval-00001-of-00002.tfrecord.gz", "stats.json", "token_counts",
+                     "eval-00001-of-00002.tfrecord.gz", "feature_spec.json", "stats.json",
+                     "token_counts",
                      "train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
     assert records_of(os.path.join(staging, "eval-00001-of-00002.tfrecord.gz")) == []
     with open(os.path.join(staging, "token_counts", "device.tsv")) as f:
