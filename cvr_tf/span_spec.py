@@ -84,6 +84,20 @@ def spec_differences(given: FeatureSpec, built: FeatureSpec) -> list[str]:
     return out
 
 
+def _unmet_needs(given: FeatureSpec, built: FeatureSpec) -> list[str]:
+    """What ``given`` reads that spans built with ``built`` lack: a column (or one of another
+    dtype), or a vocabulary the pipeline computed for ``built`` only. A spec that differs from
+    the spans' in features computable from their columns (a new hashed or bucketized feature,
+    a dropped one) trains on them, as a warm start across changed features needs."""
+    columns, tables = built.column_dtypes(), built.vocabulary_tables()
+    unmet = [f"column {column!r} ({dtype}) " + ("is not in the spans" if column not in columns
+                                                 else f"is {columns[column]} in the spans")
+             for column, dtype in given.column_dtypes().items() if columns.get(column) != dtype]
+    unmet += [f"vocabulary {table!r} was not computed for the spans"
+              for table in given.vocabulary_tables() if table not in tables]
+    return unmet
+
+
 def spec_for_training(data_dir: str | os.PathLike, spec_path_or_empty: str | None,
                       start: datetime.date, end: datetime.date) -> FeatureSpec:
     """The spec to train on the spans of ``start..end`` with (for ``--feature_spec``).
@@ -99,8 +113,8 @@ def spec_for_training(data_dir: str | os.PathLike, spec_path_or_empty: str | Non
 
     Raises:
       FeatureSpecError: the window has no complete span, its spans were built with different
-        specs, the spans record no spec and none is given, or the given spec differs from the
-        spans' (naming the differing features and the fix).
+        specs, the spans record no spec and none is given, or the given spec reads a column or
+        vocabulary the spans lack (naming them and the fix).
     """
     try:
         spans = list_spans(data_dir, start, end)
@@ -125,11 +139,11 @@ def spec_for_training(data_dir: str | os.PathLike, spec_path_or_empty: str | Non
     given = load_spec(spec_path_or_empty)
     if built_with:
         built = next(iter(built_with.values()))[1]
-        if spec_fingerprint(self_contained(given)) != spec_fingerprint(built):
+        unmet = _unmet_needs(self_contained(given), built)
+        if unmet:
             raise FeatureSpecError(
-                f"feature spec {spec_path_or_empty} differs from the spec that built the spans "
-                f"of {start}..{end} in {os.fspath(data_dir)}: "
-                f"{'; '.join(spec_differences(self_contained(given), built))}; train without "
+                f"feature spec {spec_path_or_empty} needs what the spans of {start}..{end} in "
+                f"{os.fspath(data_dir)} do not hold: {'; '.join(unmet)}; train without "
                 "--feature_spec to use the spans' spec, or rebuild the spans with this one "
                 f"(pipelines.build_tfrecords --feature_spec={spec_path_or_empty} --overwrite)")
     return given

@@ -29,8 +29,9 @@ from cvr_tf.backbones import build_backbone
 from cvr_tf.callbacks import PeriodicEvaluation, ProgressLogger, RaiseOnNaN
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
-from cvr_tf.features import FeatureSpec, resolve_spec
+from cvr_tf.features import FeatureSpec
 from cvr_tf.model import CVRModel, ModelConfig
+from cvr_tf.span_spec import spec_for_training
 from cvr_tf.vocabulary import window_vocabularies
 
 
@@ -209,7 +210,8 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs training and evaluation; writes the model dir; returns what ``metrics.json`` holds."""
     train_spans, _ = check_config(config)
-    spec = resolve_spec(config.feature_spec)
+    spec = spec_for_training(config.data_dir, config.feature_spec, config.train_start,
+                             config.train_end)
     model_dir = config.model_dir
     os.makedirs(model_dir, exist_ok=True)
     started = time.time()

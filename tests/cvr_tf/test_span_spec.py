@@ -1,4 +1,4 @@
-"""Self-describing spans: the recorded spec is the default and a different one is refused."""
+"""Self-describing spans: the recorded spec is the default; a spec needing more is refused."""
 
 import dataclasses
 import datetime
@@ -31,9 +31,9 @@ def write_span(root, day, spec):
     return path
 
 
-def changed(spec, name, **changes):
+def changed(spec, feature, **changes):
     return dataclasses.replace(spec, features=tuple(
-        dataclasses.replace(f, **changes) if f.name == name else f for f in spec.features))
+        dataclasses.replace(f, **changes) if f.name == feature else f for f in spec.features))
 
 
 def test_spans_record_the_spec_and_its_fingerprint(tmp_path):
@@ -54,17 +54,25 @@ def test_training_uses_the_spans_spec_by_default_and_accepts_the_same_file(tmp_p
     assert spec_for_training(tmp_path, str(same), START, END).to_dict() == SPEC.to_dict()
 
 
-def test_a_different_spec_is_refused_naming_the_features_and_the_fix(tmp_path):
+def test_a_spec_computable_from_the_spans_trains_and_one_needing_more_is_refused(tmp_path):
     write_span(tmp_path, START, SPEC)
+    # Another embedding width and a dropped feature: computable from the spans (warm start
+    # across changed features trains on the same spans).
     other = changed(SPEC, "device", embedding_dim=9)
     other = dataclasses.replace(other, features=other.features[1:])
     path = tmp_path / "other.json"
     other.save(path)
-    with pytest.raises(FeatureSpecError,
-                       match=r"differs from the spec that built the spans .*: user_id \(only in "
-                             r"the spans\); device \(embedding_dim\); train without "
-                             r"--feature_spec to use the spans' spec, or rebuild"):
-        spec_for_training(tmp_path, str(path), START, END)
+    assert spec_for_training(tmp_path, str(path), START, END).to_dict() == other.to_dict()
+    # A column the spans lack, and a vocabulary the pipeline did not compute for them.
+    for needs_more, unmet in ((changed(SPEC, "device", column="browser"),
+                               r"column 'browser' \(string\) is not in the spans"),
+                              (changed(SPEC, "device", name="browser"),
+                               r"vocabulary 'browser' was not computed for the spans")):
+        needs_more.save(path)
+        with pytest.raises(FeatureSpecError,
+                           match=rf"needs what the spans .* do not hold: {unmet}; train without "
+                                 r"--feature_spec to use the spans' spec, or rebuild"):
+            spec_for_training(tmp_path, str(path), START, END)
 
 
 def test_mixed_unrecorded_and_missing_spans_fail_with_one_clear_error(tmp_path):
