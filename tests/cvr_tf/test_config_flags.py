@@ -5,7 +5,7 @@ import datetime
 import pathlib
 import re
 
-from absl import flags
+from absl import app, flags
 
 from cvr_tf import config_flags, train, training
 from cvr_tf.model import ModelConfig
@@ -27,6 +27,7 @@ def _readme_training_flags() -> set[str]:
 def test_every_flag_readme_shows_for_the_training_job_exists():
     shown = _readme_training_flags()
     assert {"eval_every_steps", "train_days", "backbone", "position_debiasing"} <= shown
+    app.define_help_flags()  # --helpfull and friends, as app.run defines them for the job
     assert shown - set(flags.FLAGS) == set()
     assert train.FLAGS is flags.FLAGS
 
