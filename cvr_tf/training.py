@@ -30,7 +30,7 @@ from cvr_tf.backbones import build_backbone
 from cvr_tf.callbacks import PeriodicEvaluation, ProgressLogger, RaiseOnNaN
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
-from cvr_tf.features import FeatureSpec, resolve_spec
+from cvr_tf.features import FeatureSpec, FeatureSpecError, resolve_spec
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.vocabulary import window_vocabularies
 
@@ -232,7 +232,10 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs training and evaluation; writes the model dir; returns what ``metrics.json`` holds."""
     train_spans, _ = check_config(config)
-    spec = resolve_spec(config.feature_spec)
+    try:
+        spec = resolve_spec(config.feature_spec)
+    except FeatureSpecError as error:
+        raise ConfigError(f"--feature_spec={config.feature_spec}: {error}") from error
     model_dir = config.model_dir
     started = time.time()
     train_rows = count_examples(train_spans, "train")

@@ -130,6 +130,15 @@ def test_cli_rejects_an_unknown_backbone(simulated_spans, tmp_path):
     assert not os.path.exists(tmp_path / "m")
 
 
+def test_cli_names_a_missing_feature_spec_in_one_line(simulated_spans, tmp_path):
+    result = subprocess.run(_train_command(simulated_spans, tmp_path / "m",
+                                           f"--feature_spec={tmp_path / 'no.json'}"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--feature_spec={tmp_path / 'no.json'}: feature spec file" in result.stderr
+    assert not os.path.exists(tmp_path / "m")
+
+
 def test_cli_refuses_a_finished_model_dir_in_one_line(trained):
     config, _ = trained
     before = sorted(os.listdir(config.model_dir))
