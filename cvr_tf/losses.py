@@ -155,6 +155,7 @@ _LOSSES: dict[str, LossFunction] = {
     "logloss": _pointwise_logloss_ignoring_groups,
     "listwise_softmax": listwise_softmax_cross_entropy,
 }
+LOSS_NAMES = tuple(_LOSSES)
 
 
 def get_loss(name: str) -> LossFunction:

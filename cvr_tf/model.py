@@ -28,25 +28,23 @@ from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.features import FeatureSpec, spec_from_dict
 
 
+def _field(default: Any, help_text: str, **metadata: Any) -> Any:
+    """A config field whose help text is its training-job flag's help (cvr_tf.config_flags)."""
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """What the training flags choose about the model.
+    """What the training flags choose about the model; each field's ``metadata["help"]`` says
+    what it does (``python -m cvr_tf.train --helpfull``)."""
 
-    Attributes:
-      backbone: a name of :func:`cvr_tf.backbones.available_backbones`, or ``ensemble:a+b``.
-      backbone_scale: the backbone's one scaling knob (see :mod:`cvr_tf.backbones`).
-      embedding_dim_scale: multiplies every embedding dim of the spec.
-      vocab_scale: multiplies every vocabulary cap and hash-bucket count of the spec.
-      loss: ``logloss`` (pointwise) or ``listwise_softmax`` (per request).
-      position_debiasing: add the train-only bias tower's logit in training.
-    """
-
-    backbone: str = "dcnv2"
-    backbone_scale: float = 1.0
-    embedding_dim_scale: float = 1.0
-    vocab_scale: float = 1.0
-    loss: str = "logloss"
-    position_debiasing: bool = True
+    backbone: str = _field("dcnv2", "mlp, dcnv2, masknet, dhen, ensemble, ensemble:a+b.")
+    backbone_scale: float = _field(1.0, "The backbone's scaling knob (see cvr_tf.backbones).")
+    embedding_dim_scale: float = _field(1.0, "Multiplies every embedding dim.")
+    vocab_scale: float = _field(1.0, "Multiplies every vocabulary cap and hash-bucket count.")
+    loss: str = _field("logloss", "Training loss: pointwise logloss, or softmax cross-entropy "
+                       "per request.", choices=losses_lib.LOSS_NAMES)
+    position_debiasing: bool = _field(True, "Add the train_only bias tower's logit in training.")
 
 
 @register_keras_serializable(package="cvr_tf")

@@ -102,6 +102,11 @@ def checkpoint(model: CVRModel, optimizer: keras.optimizers.Optimizer | None = N
     return tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
+def is_finished(model_dir: str | os.PathLike) -> bool:
+    """Whether a training run completed in ``model_dir``: it writes ``metrics.json`` last."""
+    return os.path.exists(path(model_dir, METRICS))
+
+
 def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
     return tf.train.latest_checkpoint(path(model_dir, CHECKPOINT_DIR))
 

@@ -8,7 +8,9 @@ again with the same flags, it resumes from its last backup. Example::
         --train_end=2026-03-31 --train_days=28 --eval_start=2026-04-01 --eval_end=2026-04-07 \\
         --backbone=dcnv2 --backbone_scale=1 --embedding_dim_scale=1 --batch_size=1024
 
-Flags here only; the logic is :func:`cvr_tf.training.train`.
+Every field of :class:`cvr_tf.training.TrainConfig` (and its ``ModelConfig``) is a flag of the
+same name and help text; only the window flags are defined here. The logic is
+:func:`cvr_tf.training.train`.
 """
 
 from __future__ import annotations
@@ -18,35 +20,19 @@ import json
 
 from absl import app, flags
 
-from cvr_tf import distribute, training
-from cvr_tf.model import ModelConfig
+from cvr_tf import config_flags, distribute, training
+
+_WINDOW = ("train_start", "train_end", "eval_start", "eval_end")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "The pipeline's output directory (spans, vocabularies).")
-flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and metrics.json go.")
+config_flags.define_flags(training.TrainConfig, skip=_WINDOW)
+flags.adopt_module_key_flags(config_flags)  # --helpshort lists them as this job's flags
 flags.DEFINE_string("train_start", None, "First training day, YYYY-MM-DD.")
 flags.DEFINE_string("train_end", None, "Last training day (inclusive), YYYY-MM-DD.")
 flags.DEFINE_integer("train_days", None, "Training window length counted back from --train_end; "
                      "instead of --train_start.")
 flags.DEFINE_string("eval_start", None, "First eval day; default the day after --train_end.")
 flags.DEFINE_string("eval_end", None, "Last eval day (inclusive); default --eval_start.")
-flags.DEFINE_string("feature_spec", "", "Feature spec JSON/YAML; empty for the default spec.")
-flags.DEFINE_string("backbone", "dcnv2", "mlp, dcnv2, masknet, dhen, ensemble, ensemble:a+b.")
-flags.DEFINE_float("backbone_scale", 1.0, "The backbone's scaling knob (see cvr_tf.backbones).")
-flags.DEFINE_float("embedding_dim_scale", 1.0, "Multiplies every embedding dim.")
-flags.DEFINE_float("vocab_scale", 1.0, "Multiplies every vocabulary cap and hash-bucket count.")
-flags.DEFINE_enum("loss", "logloss", ["logloss", "listwise_softmax"], "Training loss.")
-flags.DEFINE_bool("position_debiasing", True, "Add the train_only bias tower's logit in training.")
-flags.DEFINE_integer("batch_size", 1024, "Global batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("epochs", 1, "Passes over the training window (unless --steps).")
-flags.DEFINE_integer("steps", None, "Total training steps; overrides --epochs.")
-flags.DEFINE_integer("checkpoint_every_steps", 200, "Backup period, for resuming after a kill.")
-flags.DEFINE_integer("log_every_steps", 100, "Progress line period.")
-flags.DEFINE_string("warm_start_from", "", "A previous model dir to initialize from.")
-flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
-                  "tf.distribute strategy; the cluster comes from TF_CONFIG.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization and shuffling.")
 flags.mark_flags_as_required(["data_dir", "model_dir", "train_end"])
 
 
@@ -71,18 +57,8 @@ def config_from_flags() -> training.TrainConfig:
     eval_start = (_date("eval_start", FLAGS.eval_start) if FLAGS.eval_start
                   else train_end + datetime.timedelta(days=1))
     eval_end = _date("eval_end", FLAGS.eval_end) if FLAGS.eval_end else eval_start
-    return training.TrainConfig(
-        data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir, train_start=train_start,
-        train_end=train_end, eval_start=eval_start, eval_end=eval_end,
-        feature_spec=FLAGS.feature_spec,
-        model=ModelConfig(backbone=FLAGS.backbone, backbone_scale=FLAGS.backbone_scale,
-                          embedding_dim_scale=FLAGS.embedding_dim_scale,
-                          vocab_scale=FLAGS.vocab_scale, loss=FLAGS.loss,
-                          position_debiasing=FLAGS.position_debiasing),
-        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, epochs=FLAGS.epochs,
-        steps=FLAGS.steps, checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-        log_every_steps=FLAGS.log_every_steps, warm_start_from=FLAGS.warm_start_from,
-        strategy=FLAGS.strategy, seed=FLAGS.seed)
+    return config_flags.build(training.TrainConfig, FLAGS, train_start=train_start,
+                              train_end=train_end, eval_start=eval_start, eval_end=eval_end)
 
 
 def main(argv: list[str]) -> None:
@@ -92,11 +68,10 @@ def main(argv: list[str]) -> None:
         distribute.serve_cluster_task()
         return
     config = config_from_flags()
-    try:
-        training.check_config(config)
+    try:  # train() checks the config (check_config) before any work
+        record = training.train(config)
     except training.ConfigError as error:
         raise app.UsageError(str(error)) from error
-    record = training.train(config)
     print(json.dumps(record["eval"], indent=2, sort_keys=True))
 
 

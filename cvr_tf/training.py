@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from cvr_tf import distribute
 from cvr_tf import input as input_lib
 from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
@@ -29,7 +30,7 @@ from cvr_tf.backbones import build_backbone
 from cvr_tf.callbacks import PeriodicEvaluation, ProgressLogger, RaiseOnNaN
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
-from cvr_tf.features import FeatureSpec
+from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.span_spec import spec_for_training
 from cvr_tf.vocabulary import window_vocabularies
@@ -39,51 +40,49 @@ class ConfigError(ValueError):
     """A training config that cannot run; the message names the flag and the fix."""
 
 
+def _field(default: Any, help_text: str, **metadata: Any) -> Any:
+    """A config field whose help text is its training-job flag's help (cvr_tf.config_flags)."""
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training run needs (the training job's flags).
+    """Everything one training run needs: the training job's flags, one per field.
 
-    Attributes:
-      data_dir: the pipeline's output (spans and vocabularies).
-      model_dir: where checkpoints, logs and metrics go.
-      train_start: first training day. train_end: last training day (inclusive).
-      eval_start: first eval day. eval_end: last eval day (inclusive); the eval window must
-        not overlap the training window.
-      feature_spec: spec file; empty for the default spec of the simulated logs.
-      model: backbone, scales, loss.
-      batch_size: global batch size. learning_rate: Adam's learning rate.
-      epochs: passes over the training window (ignored when ``steps`` is set).
-      steps: total training steps (batches); overrides ``epochs``.
-      checkpoint_every_steps: how often in-flight state is backed up for resumption.
-      log_every_steps: progress line period.
-      warm_start_from: a previous model dir to initialize from.
-      strategy: ``auto``, ``default``, ``mirrored``, ``multi_worker_mirrored`` or
-        ``parameter_server``.
-      seed: seed of initialization and shuffling.
-      eval_batch_size: batch size of the evaluation pass.
-      eval_every_steps: also evaluate every this many steps and record the learning curve
-        in ``metrics.json`` (``eval_curve``); 0 evaluates only at the end.
+    Each field's ``metadata["help"]`` is its flag's help text (``python -m cvr_tf.train
+    --helpfull``). The four window days are dates here and ``YYYY-MM-DD`` flags in the job; the
+    eval window must not overlap the training window.
     """
 
-    data_dir: str
-    model_dir: str
+    data_dir: str = dataclasses.field(metadata={
+        "help": "The pipeline's output directory (spans, vocabularies)."})
+    model_dir: str = dataclasses.field(metadata={
+        "help": "Where checkpoints, logs and metrics.json go."})
     train_start: datetime.date
     train_end: datetime.date
     eval_start: datetime.date
     eval_end: datetime.date
-    feature_spec: str = ""
+    feature_spec: str = _field("", "Feature spec JSON/YAML; empty for the default spec.")
     model: ModelConfig = ModelConfig()
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
-    epochs: int = 1
-    steps: int | None = None
-    checkpoint_every_steps: int = 200
-    log_every_steps: int = 100
-    warm_start_from: str = ""
-    strategy: str = "auto"
-    seed: int = 0
-    eval_batch_size: int = 8192
-    eval_every_steps: int = 0
+    batch_size: int = _field(1024, "Global batch size.")
+    learning_rate: float = _field(1e-3, "Adam learning rate.")
+    epochs: int = _field(1, "Passes over the training window (unless --steps).")
+    steps: int | None = _field(None, "Total training steps; overrides --epochs. With --continue, "
+                               "the new total, beyond the model dir's last step.")
+    checkpoint_every_steps: int = _field(200, "Backup period, for resuming after a kill.")
+    log_every_steps: int = _field(100, "Progress line period.")
+    warm_start_from: str = _field("", "A previous model dir to initialize from.")
+    strategy: str = _field("auto", "tf.distribute strategy; the cluster comes from TF_CONFIG.",
+                           choices=distribute.STRATEGIES)
+    seed: int = _field(0, "Seed of initialization and shuffling.")
+    eval_batch_size: int = _field(8192, "Batch size of the evaluation pass.")
+    eval_every_steps: int = _field(0, "Also evaluate every this many steps and record the "
+                                   "learning curve in metrics.json (eval_curve); 0 evaluates "
+                                   "only at the end.")
+    overwrite: bool = _field(False, "Wipe a finished --model_dir and train it again.")
+    continue_training: bool = _field(False, "Train a finished --model_dir further, from its "
+                                     "last checkpoint to --steps (or --epochs) in total.",
+                                     flag="continue")
 
     def to_record(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -114,6 +113,7 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
         raise ConfigError(f"--steps must be positive, got {config.steps}")
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
+    _check_model_dir(config)
     try:
         build_backbone(config.model.backbone, input_dim=8, field_dims=[8],
                        scale=config.model.backbone_scale)
@@ -130,6 +130,29 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
         except FileNotFoundError as error:
             raise ConfigError(f"{name} window: {error}") from error
     return spans[0], spans[1]
+
+
+def _check_model_dir(config: TrainConfig) -> None:
+    """A finished model dir is trained again only when --overwrite or --continue says how."""
+    model_dir = config.model_dir
+    if config.overwrite and config.continue_training:
+        raise ConfigError("give at most one of --overwrite (wipe and retrain) and --continue "
+                          "(train further)")
+    if config.continue_training:
+        if model_dir_lib.latest_checkpoint(model_dir) is None:
+            raise ConfigError(f"--continue: {model_dir} has no checkpoint to continue from; drop "
+                              "--continue to train it from scratch")
+        if config.warm_start_from:
+            raise ConfigError("--continue trains the model dir's own weights further; drop "
+                              "--warm_start_from (or --continue)")
+    elif model_dir_lib.is_finished(model_dir) and not config.overwrite:
+        raise ConfigError(f"--model_dir={model_dir} holds a finished run "
+                          f"({model_dir_lib.METRICS}); pass --overwrite to wipe and retrain it, "
+                          "--continue to train it further, or pick a new --model_dir")
+    if (config.overwrite and os.path.isdir(model_dir) and os.listdir(model_dir)
+            and not model_dir_lib.has_model_definition(model_dir)):
+        raise ConfigError(f"--overwrite would wipe {model_dir}, which is not a cvr_tf model dir "
+                          f"(no {model_dir_lib.MODEL_CONFIG}); pick another --model_dir")
 
 
 def count_examples(spans: list[str], split: str) -> int:
@@ -210,23 +233,27 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs training and evaluation; writes the model dir; returns what ``metrics.json`` holds."""
     train_spans, _ = check_config(config)
-    spec = spec_for_training(config.data_dir, config.feature_spec, config.train_start,
-                             config.train_end)
+    try:
+        spec = spec_for_training(config.data_dir, config.feature_spec, config.train_start,
+                                 config.train_end)
+    except FeatureSpecError as error:
+        raise ConfigError(f"--feature_spec={config.feature_spec!r}: {error}") from error
     model_dir = config.model_dir
-    os.makedirs(model_dir, exist_ok=True)
     started = time.time()
+    train_rows = count_examples(train_spans, "train")
+    first_step = (_checkpoint_step(model_dir_lib.latest_checkpoint(model_dir))
+                  if config.continue_training else 0)
+    total_steps, steps_per_epoch = _schedule(config, train_rows, first_step)
     strategy = make_strategy(config.strategy)
     is_chief = _is_chief(strategy)
-
-    train_rows = count_examples(train_spans, "train")
-    steps_per_epoch = max(1, train_rows // config.batch_size)
-    total_steps = config.steps or steps_per_epoch * config.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    steps_per_epoch = math.ceil(total_steps / epochs)
-    total_steps = steps_per_epoch * epochs
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         # Callbacks run at epoch ends only: end an epoch at every logging and evaluation step.
-        steps_per_epoch = math.gcd(total_steps, config.log_every_steps, config.eval_every_steps)
+        steps_per_epoch = math.gcd(total_steps - first_step, first_step,
+                                   config.log_every_steps, config.eval_every_steps)
+    if config.overwrite and is_chief:
+        logging.info("--overwrite: wiping %s", model_dir)
+        shutil.rmtree(model_dir, ignore_errors=True)
+    os.makedirs(model_dir, exist_ok=True)
 
     source = None
     if config.warm_start_from:
@@ -261,7 +288,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                  config.eval_end, spec, config.eval_batch_size)
     progress = ProgressLogger(total_steps, config.batch_size, config.log_every_steps)
     curve = PeriodicEvaluation(config.eval_every_steps, total_steps, evaluate)
-    resumed_from_step = _fit(model, config, spec, strategy, is_chief, total_steps,
+    resumed_from_step = _fit(model, config, spec, strategy, is_chief, first_step, total_steps,
                              steps_per_epoch, [progress, curve] if config.eval_every_steps
                              else [progress])
     train_seconds = time.time() - started
@@ -291,13 +318,38 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return record
 
 
+def _checkpoint_step(checkpoint_path: str) -> int:
+    return int(checkpoint_path.rsplit("-", 1)[1])
+
+
+def _schedule(config: TrainConfig, train_rows: int, first_step: int) -> tuple[int, int]:
+    """(total steps, steps per epoch) of a run from ``first_step``, whole epochs of Keras ``fit``.
+
+    The steps to train, ``--steps`` (or ``--epochs`` passes) minus ``first_step``, are cut into
+    ``e = ceil(n / s)`` epochs of ``ceil(n / e)`` steps, ``s`` the steps of one pass.
+
+    Raises:
+      ConfigError: a ``--continue`` run whose model dir is at or beyond that total already.
+    """
+    pass_steps = max(1, train_rows // config.batch_size)
+    remaining = (config.steps or pass_steps * config.epochs) - first_step
+    if remaining <= 0:
+        raise ConfigError(f"--continue: {config.model_dir} is at step {first_step} already; set "
+                          f"--steps above {first_step} (the new total)")
+    epochs = math.ceil(remaining / pass_steps)
+    steps_per_epoch = math.ceil(remaining / epochs)
+    return first_step + steps_per_epoch * epochs, steps_per_epoch
+
+
 def _fit(model: CVRModel, config: TrainConfig, spec: FeatureSpec,
-         strategy: tf.distribute.Strategy, is_chief: bool, total_steps: int,
+         strategy: tf.distribute.Strategy, is_chief: bool, first_step: int, total_steps: int,
          steps_per_epoch: int, callbacks: list[keras.callbacks.Callback]) -> int:
-    """Trains to ``total_steps`` and saves the final checkpoint; returns the step it began at.
+    """Trains from ``first_step`` to ``total_steps``, saves the final checkpoint; returns the
+    step training began at.
 
     A kill mid-run is resumed from ``backup/`` by Keras's BackupAndRestore. A run whose final
-    checkpoint exists already is restored from it instead of trained again.
+    checkpoint exists already is restored from it instead of trained again; a ``--continue`` run
+    starts from the model dir's last checkpoint (model and optimizer, so its step too).
     """
     model_dir = config.model_dir
     manager = tf.train.CheckpointManager(
@@ -306,11 +358,13 @@ def _fit(model: CVRModel, config: TrainConfig, spec: FeatureSpec,
         else os.path.join(model_dir, f".worker-{strategy.cluster_resolver.task_id}"),
         max_to_keep=2)
     latest = manager.latest_checkpoint
-    if latest is not None and int(latest.rsplit("-", 1)[1]) >= total_steps:
+    if latest is not None and _checkpoint_step(latest) >= total_steps:
         logging.info("%s already holds the final checkpoint %s; evaluating only.", model_dir,
                      latest)
         manager.checkpoint.restore(latest).expect_partial()
         return total_steps
+    if first_step:
+        manager.checkpoint.restore(latest).assert_existing_objects_matched()
     progress = next(c for c in callbacks if isinstance(c, ProgressLogger))
     step_callbacks = [RaiseOnNaN(), *callbacks]
     # Under ParameterServerStrategy, Keras runs callbacks between epochs only (see
@@ -326,7 +380,8 @@ def _fit(model: CVRModel, config: TrainConfig, spec: FeatureSpec,
         *([EpochEndBatchHooks(step_callbacks, steps_per_epoch)] if parameter_server
           else step_callbacks),
     ]
-    model.fit(_train_dataset(config, spec, strategy), epochs=total_steps // steps_per_epoch,
+    model.fit(_train_dataset(config, spec, strategy),
+              epochs=(total_steps - first_step) // steps_per_epoch,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
     manager.save(checkpoint_number=total_steps)
     if is_chief:  # the final checkpoint supersedes the in-flight backup

@@ -37,6 +37,7 @@ from absl import app, flags
 from cvr_tf import input as input_lib
 from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
+from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.baselines import evaluate_popularity, fit_popularity
 from cvr_tf.features import default_spec
@@ -134,6 +135,15 @@ def main(argv: list[str]) -> None:
         run(workdir, FLAGS.days, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seed)
 
 
+def train_once(config: training.TrainConfig) -> dict:
+    """Trains, or reads the record of a run a kept ``--workdir`` already finished (the training
+    job refuses to overwrite a finished model dir)."""
+    if model_dir_lib.is_finished(config.model_dir):
+        print(f"   already trained in {config.model_dir}")
+        return model_dir_lib.read_json(model_dir_lib.path(config.model_dir, model_dir_lib.METRICS))
+    return training.train(config)
+
+
 def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: int) -> None:
     logs, spans = os.path.join(workdir, "logs"), os.path.join(workdir, "spans")
     last_day = FIRST_DAY + datetime.timedelta(days=days - 1)
@@ -158,17 +168,14 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
         train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
         model=ModelConfig(backbone="dcnv2"), epochs=1, seed=seed, log_every_steps=250)
     with step(f"4. Training DCNv2 on {FIRST_DAY}..{train_end}, one epoch (position-debiased)"):
-        record = training.train(config)
+        record = train_once(config)
         results["dcnv2 (debiased, served)"] = record["eval"]
-        if record["resumed_from_step"] == record["train_steps"]:
-            print(f"   already trained in {config.model_dir}")
-        else:
-            print(f"   {record['train_steps']} steps, "
-                  f"{record['train_examples_per_second']:,.0f} examples/s")
+        print(f"   {record['train_steps']} steps, "
+              f"{record['train_examples_per_second']:,.0f} examples/s")
     with step("   ... and without position debiasing, for comparison"):
         plain = dataclasses.replace(config, model_dir=config.model_dir + "_no_debiasing",
                                     model=ModelConfig(backbone="dcnv2", position_debiasing=False))
-        results["dcnv2 (no debiasing)"] = training.train(plain)["eval"]
+        results["dcnv2 (no debiasing)"] = train_once(plain)["eval"]
     print(f"\nEval day {last_day} ({record['eval']['requests']} requests, "
           f"{record['eval']['examples']} candidates):\n{metrics_table(results)}")
     print("Debiased scores rank as if every item were shown at the same position; the eval labels "

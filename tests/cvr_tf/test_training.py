@@ -57,11 +57,39 @@ def test_run_writes_the_model_dir(trained):
     assert os.listdir(model_dir_lib.path(config.model_dir, "logs"))
 
 
-def test_rerun_of_a_finished_run_only_evaluates(trained):
-    config, record = trained
-    again = training.train(config)
-    assert again["resumed_from_step"] == 12
-    assert again["eval"]["logloss"] == pytest.approx(record["eval"]["logloss"], abs=1e-6)
+def test_a_finished_run_is_refused_unless_told_how(trained):
+    config, _ = trained
+    with pytest.raises(training.ConfigError, match="finished run .*--overwrite.*--continue"):
+        training.check_config(config)
+    with pytest.raises(training.ConfigError, match="at most one of --overwrite .* and --continue"):
+        training.check_config(dataclasses.replace(config, overwrite=True, continue_training=True))
+
+
+def test_continue_trains_further_and_overwrite_retrains(simulated_spans, tmp_path):
+    config = _config(simulated_spans, tmp_path / "m", steps=4, model=ModelConfig(backbone="mlp"))
+    training.train(config)
+    more = training.train(dataclasses.replace(config, steps=8, continue_training=True))
+    assert more["resumed_from_step"] == 4 and more["train_steps"] == 8
+    assert model_dir_lib.latest_checkpoint(config.model_dir).endswith("ckpt-8")
+    with pytest.raises(training.ConfigError, match="is at step 8 already; set --steps above 8"):
+        training.train(dataclasses.replace(config, steps=8, continue_training=True))
+    again = training.train(dataclasses.replace(config, overwrite=True))
+    assert again["resumed_from_step"] == 0 and again["train_steps"] == 4
+    assert sorted(os.listdir(tmp_path / "m" / "checkpoints")) == [
+        "checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+
+
+def test_continue_needs_a_checkpoint(simulated_spans, tmp_path):
+    with pytest.raises(training.ConfigError, match="--continue: .* has no checkpoint"):
+        training.check_config(_config(simulated_spans, tmp_path / "m", continue_training=True))
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_overwrite_never_wipes_a_directory_that_is_no_model_dir(simulated_spans, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(training.ConfigError, match="--overwrite would wipe .* not a cvr_tf model"):
+        training.check_config(_config(simulated_spans, tmp_path, overwrite=True))
+    assert (tmp_path / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -98,8 +126,30 @@ def test_cli_rejects_an_unknown_backbone(simulated_spans, tmp_path):
     result = subprocess.run(_train_command(simulated_spans, tmp_path / "m", "--backbone=resnet"),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert "unknown backbone 'resnet'" in result.stderr
-    assert not os.path.exists(tmp_path / "m" / "checkpoints")
+    assert "unknown backbone 'resnet'" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_cli_names_a_missing_feature_spec_in_one_line(simulated_spans, tmp_path):
+    result = subprocess.run(_train_command(simulated_spans, tmp_path / "m",
+                                           f"--feature_spec={tmp_path / 'no.json'}"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--feature_spec={tmp_path / 'no.json'}: feature spec file" in result.stderr
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_cli_refuses_a_finished_model_dir_in_one_line(trained):
+    config, _ = trained
+    before = sorted(os.listdir(config.model_dir))
+    command = [sys.executable, "-m", "cvr_tf.train", f"--data_dir={config.data_dir}",
+               f"--model_dir={config.model_dir}", f"--train_start={config.train_start}",
+               f"--train_end={config.train_end}", f"--eval_start={config.eval_start}",
+               f"--eval_end={config.eval_end}", "--steps=12", "--batch_size=128"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--model_dir={config.model_dir} holds a finished run (metrics.json)" in result.stderr
+    assert sorted(os.listdir(config.model_dir)) == before
 
 
 def test_killed_run_resumes_and_reaches_the_same_step(simulated_spans, tmp_path):

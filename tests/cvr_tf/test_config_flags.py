@@ -1,0 +1,61 @@
+"""Training-job flags come from TrainConfig: README's flags exist, parsing builds the config."""
+
+import dataclasses
+import datetime
+import pathlib
+import re
+
+from absl import app, flags
+
+from cvr_tf import config_flags, train, training
+from cvr_tf.model import ModelConfig
+
+_README = pathlib.Path(__file__).parents[2] / "README.md"
+_WINDOW = dict(train_start=datetime.date(2026, 1, 1), train_end=datetime.date(2026, 1, 7),
+               eval_start=datetime.date(2026, 1, 8), eval_end=datetime.date(2026, 1, 8))
+
+
+def _readme_training_flags() -> set[str]:
+    text = _README.read_text(encoding="utf-8")
+    section = re.search(r"^### \d+\. Training: `python -m cvr_tf\.train`$(.*?)^### ", text,
+                        re.M | re.S)
+    assert section, "README.md has no training-job section"
+    commands = re.findall(r"python -m cvr_tf\.train(?:[^\n]*\\\n)*[^\n]*", text)
+    return set(re.findall(r"--([a-z_]+)", section.group(1) + "\n".join(commands)))
+
+
+def test_every_flag_readme_shows_for_the_training_job_exists():
+    shown = _readme_training_flags()
+    assert {"eval_every_steps", "train_days", "backbone", "position_debiasing"} <= shown
+    app.define_help_flags()  # --helpfull and friends, as app.run defines them for the job
+    assert shown - set(flags.FLAGS) == set()
+    assert train.FLAGS is flags.FLAGS
+
+
+def _fresh_flags() -> flags.FlagValues:
+    values = flags.FlagValues()
+    config_flags.define_flags(training.TrainConfig, skip=_WINDOW, flag_values=values)
+    return values
+
+
+def test_defaults_are_the_config_defaults():
+    values = _fresh_flags()
+    values(["job", "--data_dir=/d", "--model_dir=/m"])
+    assert config_flags.build(training.TrainConfig, values, **_WINDOW) == training.TrainConfig(
+        data_dir="/d", model_dir="/m", **_WINDOW)
+    assert set(values) == ({config_flags.flag_name(f)
+                            for f in dataclasses.fields(training.TrainConfig)}
+                           - set(_WINDOW) - {"model"} | {f.name for f in
+                                                         dataclasses.fields(ModelConfig)})
+
+
+def test_flags_build_the_nested_config():
+    values = _fresh_flags()
+    values(["job", "--data_dir=/d", "--model_dir=/m", "--eval_every_steps=7", "--backbone=mlp",
+            "--noposition_debiasing", "--loss=listwise_softmax", "--steps=30", "--continue"])
+    config = config_flags.build(training.TrainConfig, values, **_WINDOW)
+    assert config.eval_every_steps == 7 and config.steps == 30 and config.continue_training
+    assert config.model == ModelConfig(backbone="mlp", position_debiasing=False,
+                                       loss="listwise_softmax")
+    assert values["strategy"].help.endswith(": tf.distribute strategy; the cluster comes from "
+                                            "TF_CONFIG.")
