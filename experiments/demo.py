@@ -37,7 +37,6 @@ from absl import app, flags
 from cvr_tf import input as input_lib
 from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.baselines import evaluate_popularity, fit_popularity
 from cvr_tf.features import default_spec
