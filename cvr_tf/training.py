@@ -237,7 +237,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         spec = spec_for_training(config.data_dir, config.feature_spec, config.train_start,
                                  config.train_end)
     except FeatureSpecError as error:
-        raise ConfigError(f"--feature_spec={config.feature_spec!r}: {error}") from error
+        raise ConfigError(f"--feature_spec={config.feature_spec}: {error}") from error
     model_dir = config.model_dir
     started = time.time()
     train_rows = count_examples(train_spans, "train")
