@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 
 from cvr_tf.compat import tf
-from serving.loadtest import LoadReport
+from serving.loadtest import LoadReport, latency_summary
 
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -118,17 +118,12 @@ def run_inprocess_load(
         worker.join()
 
     duration = max(answered["last"] - start, 1e-9)
-    milliseconds = np.array(latencies) * 1e3
-    percentiles = dict.fromkeys(("p50", "p95", "p99", "max", "mean"), 0.0)
-    if milliseconds.size:
-        p50, p95, p99 = np.percentile(milliseconds, [50, 95, 99]).tolist()
-        percentiles = {"p50": p50, "p95": p95, "p99": p99, "max": float(milliseconds.max()),
-                       "mean": float(milliseconds.mean())}
     return LoadReport(
         mode="open", concurrency=threads, target_qps=qps, arrival=arrival,
         offered_qps=len(offsets) / duration_s, requests=len(offsets), ok=len(latencies),
         errors=dict(errors), retries=0,
-        candidates=answered["candidates"], duration_s=duration, latency_ms=percentiles,
+        candidates=answered["candidates"], duration_s=duration,
+        latency_ms=latency_summary(latencies),
         requests_per_s=len(latencies) / duration,
         candidates_per_s=answered["candidates"] / duration,
     )

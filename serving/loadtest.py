@@ -119,6 +119,17 @@ class LoadReport:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
+    """``p50``, ``p95``, ``p99``, ``max`` and ``mean`` in ms of latencies in seconds (zeros if
+    there are none): the ``latency_ms`` of a :class:`LoadReport`."""
+    if not latencies_s:
+        return dict.fromkeys(("p50", "p95", "p99", "max", "mean"), 0.0)
+    milliseconds = np.asarray(latencies_s) * 1e3
+    p50, p95, p99 = np.percentile(milliseconds, [50, 95, 99]).tolist()
+    return {"p50": p50, "p95": p95, "p99": p99, "max": float(milliseconds.max()),
+            "mean": float(milliseconds.mean())}
+
+
 def synthetic_requests(
     specs: Mapping[str, InputSpec], candidates: int, count: int, seed: int = 0
 ) -> list[dict[str, np.ndarray]]:
@@ -355,17 +366,7 @@ def run_load(
         retries = client.retries
     recorder = plan.recorder
     duration = max(recorder.last_answer - start, 1e-9)
-    latencies = np.array(recorder.latencies) * 1e3
-    percentiles = dict.fromkeys(("p50", "p95", "p99", "max", "mean"), 0.0)
-    if latencies.size:
-        p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist()
-        percentiles = {
-            "p50": p50,
-            "p95": p95,
-            "p99": p99,
-            "max": float(latencies.max()),
-            "mean": float(latencies.mean()),
-        }
+    percentiles = latency_summary(recorder.latencies)
     ok = len(recorder.latencies)
     return LoadReport(
         mode=mode,
