@@ -39,6 +39,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.request_files import read_requests
+from serving.retry_throttle import RetryThrottle
 from serving.tensors import InputSpec, fill_tensor_proto, input_specs, to_ndarray
 
 CHANNEL_OPTIONS = [
@@ -63,6 +64,8 @@ class PredictionClient:
             ``min(backoff_s * 2**k, max_backoff_s)``.
         max_backoff_s: Cap of the backoff.
         seed: Seed of the backoff jitter.
+        retry_throttle: The token bucket that stops retries in sustained overload (gRPC's
+            retry throttling); ``None`` retries every ``UNAVAILABLE`` up to ``max_retries``.
 
     Attributes:
         retries: Retries made so far, over all calls.
@@ -78,8 +81,10 @@ class PredictionClient:
         backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
         seed: int | None = None,
+        retry_throttle: RetryThrottle | None = None,
     ) -> None:
         self.model_name = model_name
+        self.retry_throttle = RetryThrottle() if retry_throttle is None else retry_throttle
         self.signature_name = signature_name
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -108,21 +113,39 @@ class PredictionClient:
             self.retries += 1
             return ceiling * (0.5 + 0.5 * self._random.random())
 
+    def retry_delay(self, error: grpc.RpcError | None, attempt: int) -> float | None:
+        """Records a call's outcome; the backoff before retrying it, or None not to retry.
+
+        Only ``UNAVAILABLE`` is retried, at most ``max_retries`` times, and only while the retry
+        throttle allows it.
+        """
+        if error is None:
+            self.retry_throttle.on_success()
+            return None
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            return None
+        allowed = self.retry_throttle.on_failure()
+        return self.backoff_s(attempt) if allowed and attempt < self.max_retries else None
+
     def _call(self, method: Callable[..., Message], request: Message) -> Message:
         """Calls a stub method with the deadline and the retry policy.
 
         Raises:
-            grpc.RpcError: the last error; ``UNAVAILABLE`` only after ``max_retries`` retries.
+            grpc.RpcError: the last error; ``UNAVAILABLE`` once retries are spent or throttled.
         """
         attempt = 0
         while True:
             try:
-                return method(request, timeout=self.timeout_s)
+                response = method(request, timeout=self.timeout_s)
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.max_retries:
+                delay = self.retry_delay(error, attempt)
+                if delay is None:
                     raise
-            time.sleep(self.backoff_s(attempt))
-            attempt += 1
+                time.sleep(delay)
+                attempt += 1
+            else:
+                self.retry_delay(None, attempt)
+                return response
 
     def predict_request(
         self,

@@ -245,16 +245,13 @@ def _closed_loop(plan: _Plan, concurrency: int) -> None:
 
 
 def _send(plan: _Plan, request: predict_pb2.PredictRequest, rows: int, due: float, attempt: int):
-    """Sends one request asynchronously; ``UNAVAILABLE`` is retried after a backoff (bounded)."""
+    """Sends one request asynchronously; ``UNAVAILABLE`` is retried after a backoff, as the
+    client's retry policy and throttle allow, within the request's deadline."""
 
     def done(future: grpc.Future) -> None:
         error = future.exception()
-        if (
-            error is not None
-            and error.code() == grpc.StatusCode.UNAVAILABLE
-            and attempt < plan.max_retries
-        ):
-            delay = plan.client.backoff_s(attempt)
+        delay = plan.client.retry_delay(error, attempt)
+        if delay is not None:
             if time.perf_counter() + delay - due < plan.timeout_s:
                 retry = threading.Timer(delay, _send, (plan, request, rows, due, attempt + 1))
                 retry.daemon = True

@@ -12,6 +12,7 @@ import pytest
 
 from cvr_tf.compat import tf
 from serving.client import PredictionClient, score_file
+from serving.retry_throttle import RetryThrottle
 from serving.server import start_server
 from serving.tf_serving_config import single_model_config
 from tests.serving.conftest import REPO, candidates, free_port
@@ -50,8 +51,11 @@ def test_retries_unavailable_until_a_late_server_is_up(cvr_base):
     )
     timer.start()
     try:
+        # A lone client waiting for a server: a bucket large enough for 12 retries in a row (the
+        # default one stops after 4, as sustained refusals should).
         with PredictionClient(
-            f"127.0.0.1:{port}", "cvr", timeout_s=10, max_retries=12, seed=0
+            f"127.0.0.1:{port}", "cvr", timeout_s=10, max_retries=12, seed=0,
+            retry_throttle=RetryThrottle(max_tokens=30),
         ) as client:
             scores = client.predict(candidates(4))["probabilities"]
             assert scores.shape == (4,)
