@@ -90,6 +90,8 @@ def run_inprocess_load(
                     value.numpy()
             except tf.errors.OpError as op_error:
                 error = _STATUS_NAMES.get(op_error.error_code, "UNKNOWN")
+            except (TypeError, ValueError):  # inputs the signature cannot take
+                error = "INVALID_ARGUMENT"
             done = time.perf_counter()
             latency = done - intended
             if error is None and latency > timeout_s:
