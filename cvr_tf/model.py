@@ -1,6 +1,6 @@
 """The CVR model: ``probability = dense_part(embedding_part(features))``.
 
-The boundary between the two parts is the serving split (DESIGN §6, §8):
+The boundary between the two parts is the serving split (docs/ARCHITECTURE.md §5, §7):
 
 * ``embedding_part``: raw serving columns -> ``[batch, D]`` (lookups and table gathers, CPU);
 * ``dense_part``: ``[batch, D]`` -> conversion probability ``[batch]`` (backbone + logit head,

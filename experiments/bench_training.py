@@ -11,9 +11,10 @@ measures in one run on this machine:
   ``metrics.json``, which leave out the first ``--warmup_steps`` steps (tracing, warm-up).
 
 The input is measured before and after the training runs, and the input/training ratio uses the
-lower of the two. The target (DESIGN §10) is input >= 5x training examples/s: reading and parsing
-must not be what limits training. The machine may be shared, so the 1-minute load average is
-recorded beside each figure. Prints a markdown table and writes the results as JSON.
+lower of the two. The target (docs/ARCHITECTURE.md §9) is input >= 5x training examples/s:
+reading and parsing must not be what limits training. The machine may be shared, so the
+1-minute load average is recorded beside each figure. Prints a markdown table and writes the
+results as JSON.
 
     python -m experiments.bench_training [--days 3] [--requests_per_day 5000]
         [--candidates_per_request 20] [--batch_size 1024] [--steps 120] [--warmup_steps 20]

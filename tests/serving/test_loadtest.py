@@ -109,7 +109,8 @@ def test_cli_prints_a_table_and_writes_json(server, tmp_path):
 
 
 def test_soak_32_clients_for_30_seconds_without_errors(cvr_base):
-    # The default server serves 32 closed-loop clients (DESIGN's robustness target) unrefused.
+    # The default server serves 32 closed-loop clients unrefused (the robustness target of
+    # docs/ARCHITECTURE.md §9).
     with start_server(single_model_config("cvr", cvr_base)) as server:
         report = run_load(server.target, "cvr", concurrency=32, candidates=100, duration_s=30.0)
     print(report.table())
