@@ -52,7 +52,6 @@ from typing import Any
 import grpc
 import numpy as np
 from absl import app, flags
-from tensorflow_serving.apis import prediction_log_pb2
 
 from cvr_tf.compat import tf
 from experiments import serving_report, serving_sweep
@@ -91,13 +90,10 @@ def load_signature(path: str, warmup: Sequence[Mapping[str, np.ndarray]] = ()) -
     of ``warmup``, so that no measured call pays for tracing, graph optimization or an XLA
     compilation."""
     loaded = tf.saved_model.load(path)
-    records = os.path.join(path, warmup_lib.WARMUP_DIR, warmup_lib.WARMUP_FILE)
-    if os.path.exists(records):
-        for record in tf.data.TFRecordDataset(records):
-            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            request = log.predict_log.request
-            loaded.signatures[request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE](
-                **{name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
+    for log in warmup_lib.read_warmup_logs(path):
+        request = log.predict_log.request
+        loaded.signatures[request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE](
+            **{name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
     function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
     for features in warmup:
         function(**features)

@@ -12,7 +12,7 @@ tensorflow_model_server does (at most :data:`MAX_WARMUP_RECORDS`, Predict/Classi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -93,26 +93,35 @@ def write_warmup_requests(
     return path
 
 
-def warm_up(servable: Servable) -> int:
-    """Replays the version's warmup records against it; returns how many ran.
+def read_warmup_logs(version_dir: str | os.PathLike) -> Iterator[prediction_log_pb2.PredictionLog]:
+    """The ``PredictionLog`` records of a version's warmup file (none if it has no file).
 
     Raises:
-      ValueError: a record is not a Predict, Classify or Regress log, or there are more than
-        :data:`MAX_WARMUP_RECORDS` (the version then fails to load, as in TF Serving).
-      ServingError: a warmup request failed.
+      ValueError: there are more than :data:`MAX_WARMUP_RECORDS` (the version then fails to
+        load, as in TF Serving).
     """
-    path = os.path.join(servable.path, WARMUP_DIR, WARMUP_FILE)
+    path = os.path.join(version_dir, WARMUP_DIR, WARMUP_FILE)
     if not os.path.exists(path):
-        return 0
-    count = 0
-    for record in tf.data.TFRecordDataset(path):
-        count += 1
+        return
+    for count, record in enumerate(tf.data.TFRecordDataset(path), start=1):
         if count > MAX_WARMUP_RECORDS:
             raise ValueError(
                 f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records, "
                 "TF Serving's limit; write fewer"
             )
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        yield prediction_log_pb2.PredictionLog.FromString(record.numpy())
+
+
+def warm_up(servable: Servable) -> int:
+    """Replays the version's warmup records against it; returns how many ran.
+
+    Raises:
+      ValueError: a record is not a Predict, Classify or Regress log, or there are more than
+        :data:`MAX_WARMUP_RECORDS`.
+      ServingError: a warmup request failed.
+    """
+    count = 0
+    for count, log in enumerate(read_warmup_logs(servable.path), start=1):
         kind = log.WhichOneof("log_type")
         if kind == "predict_log":
             inference.predict(servable, log.predict_log.request)
@@ -122,7 +131,7 @@ def warm_up(servable: Servable) -> int:
             inference.regress(servable, log.regress_log.request)
         else:
             raise ValueError(
-                f"{path}: warmup record {count} is a {kind}; only predict, "
+                f"{servable.path}: warmup record {count} is a {kind}; only predict, "
                 "classify and regress logs are supported"
             )
     return count
