@@ -1,4 +1,4 @@
-"""Keras callbacks of the training job: progress lines, NaN loss as an error, learning curves.
+"""Keras callbacks of the training job: progress lines and NaN loss as an error.
 
 All count steps themselves from the optimizer's step at the start of training, so that no
 callback reads a device variable on every batch.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 from absl import logging
@@ -20,7 +19,7 @@ class NaNLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
-class _StepCounter(keras.callbacks.Callback):
+class StepCounter(keras.callbacks.Callback):
     """Knows the global step after each batch, reading the optimizer only once."""
 
     def __init__(self) -> None:
@@ -34,7 +33,7 @@ class _StepCounter(keras.callbacks.Callback):
         self.step += 1
 
 
-class RaiseOnNaN(_StepCounter):
+class RaiseOnNaN(StepCounter):
     """Stops training with :class:`NaNLossError` as soon as a batch loss is not finite.
 
     Keras's ``TerminateOnNaN`` stops quietly; a scheduled job must fail loudly instead, so that
@@ -50,7 +49,7 @@ class RaiseOnNaN(_StepCounter):
                 "or check the inputs for NaN/inf (numeric features' transform and std)")
 
 
-class ProgressLogger(_StepCounter):
+class ProgressLogger(StepCounter):
     """Logs step, loss, AUC, examples/s and ETA every ``every_steps`` steps.
 
     ``examples_per_second`` is the training throughput after the first logged period (which
@@ -91,41 +90,3 @@ class ProgressLogger(_StepCounter):
         if self.step > since_step:
             self.examples_per_second = ((self.step - since_step) * self.batch_size
                                         / max(now - since_time, 1e-9))
-
-
-class PeriodicEvaluation(_StepCounter):
-    """Evaluates every ``every_steps`` steps (and at the end); keeps the learning curve.
-
-    Each point of ``curve`` is ``{"step", "train_seconds", **metrics}`` where ``train_seconds``
-    is the wall time spent training so far, evaluation excluded, so that curves of runs with
-    different evaluation periods compare.
-    """
-
-    KEYS = ("step", "train_seconds")
-
-    def __init__(self, every_steps: int, total_steps: int,
-                 evaluate: Callable[[], dict[str, float]]) -> None:
-        super().__init__()
-        self.every_steps = every_steps
-        self.total_steps = total_steps
-        self.evaluate = evaluate
-        self.curve: list[dict[str, float]] = []
-        self._start = 0.0
-        self._eval_seconds = 0.0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
-        self._start, self._eval_seconds = time.perf_counter(), 0.0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_batch_end(batch, logs)
-        if self.step % self.every_steps and self.step != self.total_steps:
-            return
-        began = time.perf_counter()
-        point = {"step": self.step, "train_seconds": began - self._start - self._eval_seconds,
-                 **self.evaluate()}
-        self._eval_seconds += time.perf_counter() - began
-        self.curve.append(point)
-        logging.info("eval at step %d: logloss %.5f  auc %.4f  mAP %.4f", self.step,
-                     point.get("logloss", math.nan), point.get("auc", math.nan),
-                     point.get("mean_average_precision", math.nan))

@@ -26,6 +26,7 @@ from cvr_tf import losses as losses_lib
 from cvr_tf.backbones import Backbone, build_backbone
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.features import FeatureSpec, spec_from_dict
+from cvr_tf.optimization import embedding_l2_penalty
 
 
 def _field(default: Any, help_text: str, **metadata: Any) -> Any:
@@ -89,12 +90,16 @@ class CVRModel(keras.Model):
             name="dense_part")
 
         self.bias_tower: keras.Model | None = None
+        self._bias_embedding: keras.layers.Layer | None = None
+        self.embedding_optimizer: keras.optimizers.Optimizer | None = None
+        self.embedding_l2 = 0.0
         if self.config.position_debiasing and spec.train_only_features:
             bias_columns = {f.column for f in spec.train_only_features}
             bias_inputs = {c: keras.Input(shape=(), dtype=d, name=c)
                            for c, d in spec.column_dtypes().items() if c in bias_columns}
             self._bias_column_names = list(bias_inputs)
             bias_embedding = spec.embedding_layer(self.vocabularies, train_only=True)
+            self._bias_embedding = bias_embedding
             bias_logit = keras.layers.Dense(1, name="bias_logit")(bias_embedding(bias_inputs))
             self.bias_tower = keras.Model(bias_inputs, keras.layers.Reshape(())(bias_logit),
                                           name="bias_tower")
@@ -149,15 +154,56 @@ class CVRModel(keras.Model):
             loss = loss + tf.add_n(self.losses)
         return loss, labels, logits
 
+    def compile(self, optimizer: Any = "adam",
+                embedding_optimizer: keras.optimizers.Optimizer | None = None,
+                embedding_l2: float = 0.0, **kwargs: Any) -> None:
+        """Keras ``compile``, plus the tables' own optimizer and their L2 penalty.
+
+        Args:
+          optimizer: updates the dense variables (and the tables without
+            ``embedding_optimizer``).
+          embedding_optimizer: updates the embedding tables (:attr:`embedding_variables`).
+          embedding_l2: ``lambda`` of :func:`cvr_tf.optimization.embedding_l2_penalty`.
+          **kwargs: the rest of Keras ``compile``'s arguments.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.embedding_optimizer = embedding_optimizer
+        self.embedding_l2 = float(embedding_l2)
+
+    @property
+    def embedding_variables(self) -> list[tf.Variable]:
+        """The embedding tables: every trainable variable of the embedding layers."""
+        layers = [self.embedding_part, self._bias_embedding]
+        return [v for layer in layers if layer is not None for v in layer.trainable_variables]
+
+    @property
+    def dense_variables(self) -> list[tf.Variable]:
+        """Every trainable variable that is not an embedding table."""
+        tables = {id(v) for v in self.embedding_variables}
+        return [v for v in self.trainable_variables if id(v) not in tables]
+
     def train_step(self, data: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        tables, dense = self.embedding_variables, self.dense_variables
         with tf.GradientTape() as tape:
             loss, labels, logits = self.compute_training_loss(data, training=True)
             # Gradients are summed over replicas: scale each replica's mean loss accordingly.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.trainable_variables
-        gradients = tape.gradient(replica_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # log the global batch's loss
+            replica_loss = loss / replicas
+        gradients = tape.gradient(replica_loss, tables + dense)
+        table_gradients, dense_gradients = gradients[:len(tables)], gradients[len(tables):]
+        if self.embedding_l2:
+            global_batch = tf.shape(labels)[0] * replicas
+            table_gradients, penalty = embedding_l2_penalty(
+                table_gradients, tables, self.embedding_l2, global_batch)
+            replica_loss += penalty
+        if self.embedding_optimizer is None:
+            self.optimizer.apply_gradients(zip(table_gradients + dense_gradients,
+                                               tables + dense, strict=True))
+        else:
+            self.embedding_optimizer.apply_gradients(zip(table_gradients, tables, strict=True))
+            self.optimizer.apply_gradients(zip(dense_gradients, dense, strict=True))
+        loss = replica_loss
+        if replicas > 1:  # log the global batch's loss
             loss = tf.distribute.get_replica_context().all_reduce("SUM", replica_loss)
         return self._update_metrics(loss, labels, logits)
 

@@ -4,8 +4,10 @@
 <model_dir>/
   model_config.json     scaled feature spec + ModelConfig: enough to rebuild the model
   vocab/<table>.txt     the vocabularies the model was built with (row i + 1 = token i)
-  checkpoints/          tf.train.Checkpoint of model (+ optimizer), ckpt-<step>
-  backup/               Keras BackupAndRestore state while a run is in flight (resume after a kill)
+  checkpoints/          tf.train.Checkpoint of model (+ optimizers), ckpt-<step>: the restored
+                        best validated step of each run
+  backup/               ckpt-<step> + state-<step>.json while a run is in flight (cvr_tf.resume)
+  best/                 the best validated checkpoint while a run is in flight
   logs/                 TensorBoard event files
   run_config.json       the exact flags of the last run
   metrics.json          eval metrics, params, FLOPs, throughput, wall time
@@ -23,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cvr_tf.compat import keras, tf
+from cvr_tf.compat import tf
 from cvr_tf.features import spec_from_dict
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.vocabulary import write_vocabularies
@@ -32,6 +34,7 @@ MODEL_CONFIG = "model_config.json"
 VOCAB_DIR = "vocab"
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_DIR = "backup"
+BEST_DIR = "best"
 LOG_DIR = "logs"
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
@@ -94,12 +97,15 @@ def build_from_definition(spec_dict: Mapping[str, Any], config: ModelConfig,
                     config=dataclasses.asdict(config), name="cvr_model")
 
 
-def checkpoint(model: CVRModel, optimizer: keras.optimizers.Optimizer | None = None
-               ) -> tf.train.Checkpoint:
-    """The object graph saved in ``checkpoints/``: the model, and the optimizer when given."""
-    if optimizer is None:
+def checkpoint(model: CVRModel, with_optimizers: bool = False) -> tf.train.Checkpoint:
+    """The object graph saved in ``checkpoints/``: the model, and with ``with_optimizers`` its
+    dense and embedding optimizers (training state, for resume and ``--continue``)."""
+    if not with_optimizers:
         return tf.train.Checkpoint(model=model)
-    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+    if model.embedding_optimizer is None:
+        return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                               embedding_optimizer=model.embedding_optimizer)
 
 
 def is_finished(model_dir: str | os.PathLike) -> bool:

@@ -1,9 +1,12 @@
 """Training and evaluation runs: the logic behind ``python -m cvr_tf.train``.
 
 :func:`train` takes a :class:`TrainConfig`, checks it before any work (:func:`check_config`),
-builds the model under the chosen ``tf.distribute`` strategy, optionally warm-starts it, trains
-with Keras ``fit`` (resumable after a kill through ``BackupAndRestore``), saves the final
-checkpoint and evaluates the served scores on the eval window. Experiments call it directly.
+builds the model under the chosen ``tf.distribute`` strategy with its dense and embedding
+optimizers (:mod:`cvr_tf.optimization`), optionally warm-starts it, and trains with Keras
+``fit``, validating on the training window's held-out ``eval`` split (:mod:`cvr_tf.validation`)
+and backing up so that a killed run resumes exactly (:mod:`cvr_tf.resume`). It then restores the
+best validated checkpoint, saves it as the final one and evaluates the served scores on the test
+window (``--eval_start..--eval_end``). Experiments call it directly.
 """
 
 from __future__ import annotations
@@ -18,21 +21,23 @@ import shutil
 import time
 from typing import Any
 
-import numpy as np
 from absl import logging
 
 from cvr_tf import distribute
 from cvr_tf import input as input_lib
-from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import warm_start as warm_start_lib
 from cvr_tf.backbones import build_backbone
-from cvr_tf.callbacks import PeriodicEvaluation, ProgressLogger, RaiseOnNaN
+from cvr_tf.callbacks import ProgressLogger, RaiseOnNaN
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
+from cvr_tf.evaluation import count_examples, evaluate_window
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
+from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimizers
+from cvr_tf.resume import Backup, PeriodicBackup
 from cvr_tf.span_spec import spec_for_training
+from cvr_tf.validation import SELECTION_METRICS, ValidationMonitor
 from cvr_tf.vocabulary import window_vocabularies
 
 
@@ -51,7 +56,8 @@ class TrainConfig:
 
     Each field's ``metadata["help"]`` is its flag's help text (``python -m cvr_tf.train
     --helpfull``). The four window days are dates here and ``YYYY-MM-DD`` flags in the job; the
-    eval window must not overlap the training window.
+    eval window (the test set) must not overlap the training window; the validation set is
+    the training window's held-out ``eval`` split.
     """
 
     data_dir: str = dataclasses.field(metadata={
@@ -64,8 +70,8 @@ class TrainConfig:
     eval_end: datetime.date
     feature_spec: str = _field("", "Feature spec JSON/YAML; empty for the default spec.")
     model: ModelConfig = ModelConfig()
+    optimization: OptimizerConfig = OptimizerConfig()
     batch_size: int = _field(1024, "Global batch size.")
-    learning_rate: float = _field(1e-3, "Adam learning rate.")
     epochs: int = _field(1, "Passes over the training window (unless --steps).")
     steps: int | None = _field(None, "Total training steps; overrides --epochs. With --continue, "
                                "the new total, beyond the model dir's last step.")
@@ -76,9 +82,15 @@ class TrainConfig:
                            choices=distribute.STRATEGIES)
     seed: int = _field(0, "Seed of initialization and shuffling.")
     eval_batch_size: int = _field(8192, "Batch size of the evaluation pass.")
-    eval_every_steps: int = _field(0, "Also evaluate every this many steps and record the "
-                                   "learning curve in metrics.json (eval_curve); 0 evaluates "
-                                   "only at the end.")
+    eval_every_steps: int = _field(0, "Validate every this many steps (and at the end) on the "
+                                   "training window's held-out eval split; 0: once per pass "
+                                   "over the training window.")
+    early_stopping_metric: str = _field(
+        "auc", "Validation metric that selects the checkpoint restored at the end and drives "
+        "early stopping; none: keep the last weights.", choices=SELECTION_METRICS)
+    early_stopping_patience: int = _field(
+        2, "Stop after this many validations in a row without improvement; 0: never stop "
+        "early (the best checkpoint is still restored).")
     overwrite: bool = _field(False, "Wipe a finished --model_dir and train it again.")
     continue_training: bool = _field(False, "Train a finished --model_dir further, from its "
                                      "last checkpoint to --steps (or --epochs) in total.",
@@ -107,12 +119,16 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
                         ("log_every_steps", config.log_every_steps)):
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
-    if config.eval_every_steps < 0:
-        raise ConfigError(f"--eval_every_steps must be >= 0, got {config.eval_every_steps}")
+    for flag, value in (("eval_every_steps", config.eval_every_steps),
+                        ("early_stopping_patience", config.early_stopping_patience)):
+        if value < 0:
+            raise ConfigError(f"--{flag} must be >= 0, got {value}")
     if config.steps is not None and config.steps <= 0:
         raise ConfigError(f"--steps must be positive, got {config.steps}")
-    if not config.learning_rate > 0:
-        raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
+    try:
+        config.optimization.check()
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     _check_model_dir(config)
     try:
         build_backbone(config.model.backbone, input_dim=8, field_dims=[8],
@@ -129,6 +145,10 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
             spans.append(input_lib.list_spans(config.data_dir, start, end))
         except FileNotFoundError as error:
             raise ConfigError(f"{name} window: {error}") from error
+    if count_examples(spans[0], "eval") == 0:
+        raise ConfigError(
+            "the training window's spans hold no eval split to validate on; rebuild them with "
+            "pipelines.build_tfrecords --eval_fraction=0.1 --overwrite")
     return spans[0], spans[1]
 
 
@@ -155,56 +175,26 @@ def _check_model_dir(config: TrainConfig) -> None:
                           f"(no {model_dir_lib.MODEL_CONFIG}); pick another --model_dir")
 
 
-def count_examples(spans: list[str], split: str) -> int:
-    """Examples in the ``split`` shards of ``spans``, from each span's ``stats.json``."""
-    total = 0
-    for span in spans:
-        stats_path = os.path.join(span, "stats.json")
-        with open(stats_path, encoding="utf-8") as handle:
-            stats = json.load(handle)
-        key = f"{split}_rows"
-        if key not in stats.get("rows", {}):
-            raise KeyError(f"{stats_path} has no rows.{key}; rebuild the span with "
-                           "pipelines.build_tfrecords --overwrite")
-        total += int(stats["rows"][key])
-    return total
+def _train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribute.Strategy,
+                   skip_steps: int) -> Any:
+    """The endless training stream of global batches, less the first ``skip_steps`` of them.
 
-
-def predict_served(model: CVRModel, dataset: tf.data.Dataset, spec: FeatureSpec
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, served probabilities, request keys) over a dataset of parsed columns."""
-    columns = spec.column_dtypes(train_only=False)
-    labels, probabilities, groups = [], [], []
-    for batch in dataset:
-        probabilities.append(model.served_probabilities({c: batch[c] for c in columns}).numpy())
-        labels.append(batch[spec.label].numpy())
-        groups.append(batch[spec.group_key].numpy())
-    if not labels:
-        raise ValueError("the eval dataset is empty")
-    return np.concatenate(labels), np.concatenate(probabilities), np.concatenate(groups)
-
-
-def evaluate_window(model: CVRModel, data_dir: str, start: datetime.date, end: datetime.date,
-                    spec: FeatureSpec, batch_size: int = 8192) -> dict[str, float]:
-    """Metrics of the served scores over every split of the spans of ``start..end``."""
-    datasets = [input_lib.make_dataset(data_dir, start, end, spec, split=split,
-                                       batch_size=batch_size, shuffle=False)
-                for split in input_lib.SPLITS]
-    dataset = datasets[0].concatenate(datasets[1])
-    labels, probabilities, groups = predict_served(model, dataset, spec)
-    return metrics_lib.evaluate(labels, probabilities, groups)
-
-
-def _train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribute.Strategy
-                   ) -> Any:
+    The stream is a deterministic function of ``--seed``, so skipping the batches of the steps
+    already trained resumes it exactly (see :mod:`cvr_tf.resume`). Keras splits each batch
+    over the replicas (and the workers, whose datasets it rebatches to their share), so a step
+    is one element of every task's stream. Under parameter-server training each worker has its
+    own stream and skips its share of the steps.
+    """
     def dataset_fn(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         batch_size = config.batch_size
-        return input_lib.make_dataset(
+        pipelines = context.num_input_pipelines if context else 1
+        dataset = input_lib.make_dataset(
             config.data_dir, config.train_start, config.train_end, spec, split="train",
             batch_size=(context.get_per_replica_batch_size(batch_size) if context else batch_size),
             shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True,
-            num_input_pipelines=context.num_input_pipelines if context else 1,
+            num_input_pipelines=pipelines,
             input_pipeline_id=context.input_pipeline_id if context else 0)
+        return dataset.skip(skip_steps // pipelines)
 
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         return keras.utils.experimental.DatasetCreator(dataset_fn)
@@ -243,13 +233,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_rows = count_examples(train_spans, "train")
     first_step = (_checkpoint_step(model_dir_lib.latest_checkpoint(model_dir))
                   if config.continue_training else 0)
-    total_steps, steps_per_epoch = _schedule(config, train_rows, first_step)
+    total_steps, pass_steps = _schedule(config, train_rows, first_step)
     strategy = make_strategy(config.strategy)
     is_chief = _is_chief(strategy)
-    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
-        # Callbacks run at epoch ends only: end an epoch at every logging and evaluation step.
-        steps_per_epoch = math.gcd(total_steps - first_step, first_step,
-                                   config.log_every_steps, config.eval_every_steps)
     if config.overwrite and is_chief:
         logging.info("--overwrite: wiping %s", model_dir)
         shutil.rmtree(model_dir, ignore_errors=True)
@@ -264,8 +250,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     spec_dict, vocabularies = _model_definition(config, spec)
     with strategy.scope():
         model = model_dir_lib.build_from_definition(spec_dict, config.model, vocabularies)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        dense_optimizer, embedding_optimizer = make_optimizers(config.optimization, total_steps)
+        model.compile(optimizer=dense_optimizer, embedding_optimizer=embedding_optimizer,
+                      embedding_l2=config.optimization.embedding_l2,
                       metrics=[keras.metrics.AUC(name="auc")])
+        exempt_from_decay(dense_optimizer, model.dense_variables)
     warm_report = None
     if source is not None:
         warm_report = warm_start_lib.warm_start(model, source)
@@ -284,21 +273,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
                  model.dense_parameter_count, model.dense_flops_per_example, total_steps,
                  config.batch_size, train_rows)
 
-    evaluate = functools.partial(evaluate_window, model, config.data_dir, config.eval_start,
-                                 config.eval_end, spec, config.eval_batch_size)
+    validate = functools.partial(evaluate_window, model, config.data_dir, config.train_start,
+                                 config.train_end, spec, config.eval_batch_size, ("eval",))
+    run = _Run(model, config, strategy, is_chief, total_steps, config.eval_every_steps
+               or pass_steps, validate)
     progress = ProgressLogger(total_steps, config.batch_size, config.log_every_steps)
-    curve = PeriodicEvaluation(config.eval_every_steps, total_steps, evaluate)
-    resumed_from_step = _fit(model, config, spec, strategy, is_chief, first_step, total_steps,
-                             steps_per_epoch, [progress, curve] if config.eval_every_steps
-                             else [progress])
+    resumed_from_step = run.fit(spec, first_step, progress)
     train_seconds = time.time() - started
-    # The curve's last point is the final evaluation when periodic evaluation ran.
-    eval_metrics = ({k: v for k, v in curve.curve[-1].items() if k not in PeriodicEvaluation.KEYS}
-                    if curve.curve else evaluate())
+    test_metrics = evaluate_window(model, config.data_dir, config.eval_start, config.eval_end,
+                                   spec, config.eval_batch_size)
+    monitor = run.monitor
     record = {
-        "eval": eval_metrics,
-        "train_steps": total_steps,
-        "train_examples": total_steps * config.batch_size,
+        "eval": test_metrics,
+        "validation": _metrics_of(monitor.selected()),
+        "best_step": monitor.selected()["step"],
+        "stopped_early": monitor.stopped,
+        "validation_curve": monitor.curve,
+        "train_steps": monitor.curve[-1]["step"],
+        "planned_steps": total_steps,
+        "train_examples": monitor.curve[-1]["step"] * config.batch_size,
         "train_examples_per_second": progress.examples_per_second,
         "train_seconds": train_seconds,
         "wall_seconds": time.time() - started,
@@ -308,14 +301,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "embedding_table_devices": table_devices,
         "config": config.to_record(),
         "warm_start": warm_report.to_dict() if warm_report else None,
-        "eval_curve": curve.curve,
         "resumed_from_step": resumed_from_step,
     }
     if is_chief:
         model_dir_lib.write_json(model_dir_lib.path(model_dir, model_dir_lib.METRICS), record)
-    logging.info("Eval %s..%s: %s", config.eval_start, config.eval_end,
-                 {k: round(v, 5) for k, v in eval_metrics.items()})
+    run.clean_up()
+    logging.info("Best validation step %d of %d: %s. Test %s..%s: %s", record["best_step"],
+                 record["train_steps"], _rounded(record["validation"]), config.eval_start,
+                 config.eval_end, _rounded(test_metrics))
     return record
+
+
+def _metrics_of(point: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in point.items() if k not in ValidationMonitor.KEYS}
+
+
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if v is None or isinstance(v, int) else round(v, 5) for k, v in metrics.items()}
 
 
 def _checkpoint_step(checkpoint_path: str) -> int:
@@ -323,70 +325,104 @@ def _checkpoint_step(checkpoint_path: str) -> int:
 
 
 def _schedule(config: TrainConfig, train_rows: int, first_step: int) -> tuple[int, int]:
-    """(total steps, steps per epoch) of a run from ``first_step``, whole epochs of Keras ``fit``.
+    """(total steps, steps of one pass over the training window) of a run from ``first_step``.
 
-    The steps to train, ``--steps`` (or ``--epochs`` passes) minus ``first_step``, are cut into
-    ``e = ceil(n / s)`` epochs of ``ceil(n / e)`` steps, ``s`` the steps of one pass.
+    The total is ``--steps``, else ``--epochs`` passes.
 
     Raises:
       ConfigError: a ``--continue`` run whose model dir is at or beyond that total already.
     """
     pass_steps = max(1, train_rows // config.batch_size)
-    remaining = (config.steps or pass_steps * config.epochs) - first_step
-    if remaining <= 0:
+    total_steps = config.steps or pass_steps * config.epochs
+    if total_steps <= first_step:
         raise ConfigError(f"--continue: {config.model_dir} is at step {first_step} already; set "
                           f"--steps above {first_step} (the new total)")
-    epochs = math.ceil(remaining / pass_steps)
-    steps_per_epoch = math.ceil(remaining / epochs)
-    return first_step + steps_per_epoch * epochs, steps_per_epoch
+    return total_steps, pass_steps
 
 
-def _fit(model: CVRModel, config: TrainConfig, spec: FeatureSpec,
-         strategy: tf.distribute.Strategy, is_chief: bool, first_step: int, total_steps: int,
-         steps_per_epoch: int, callbacks: list[keras.callbacks.Callback]) -> int:
-    """Trains from ``first_step`` to ``total_steps``, saves the final checkpoint; returns the
-    step training began at.
+class _Run:
+    """The checkpoints of one run: final, best validated, backups; and its ``fit``.
 
-    A kill mid-run is resumed from ``backup/`` by Keras's BackupAndRestore. A run whose final
-    checkpoint exists already is restored from it instead of trained again; a ``--continue`` run
-    starts from the model dir's last checkpoint (model and optimizer, so its step too).
+    Every task saves (multi-worker saves are collective): the chief into the model dir, the
+    others into ``.worker-<i>/``; everyone restores from the chief's.
     """
-    model_dir = config.model_dir
-    manager = tf.train.CheckpointManager(
-        model_dir_lib.checkpoint(model, model.optimizer),
-        model_dir_lib.path(model_dir, model_dir_lib.CHECKPOINT_DIR) if is_chief
-        else os.path.join(model_dir, f".worker-{strategy.cluster_resolver.task_id}"),
-        max_to_keep=2)
-    latest = manager.latest_checkpoint
-    if latest is not None and _checkpoint_step(latest) >= total_steps:
-        logging.info("%s already holds the final checkpoint %s; evaluating only.", model_dir,
-                     latest)
-        manager.checkpoint.restore(latest).expect_partial()
-        return total_steps
-    if first_step:
-        manager.checkpoint.restore(latest).assert_existing_objects_matched()
-    progress = next(c for c in callbacks if isinstance(c, ProgressLogger))
-    step_callbacks = [RaiseOnNaN(), *callbacks]
-    # Under ParameterServerStrategy, Keras runs callbacks between epochs only (see
-    # EpochEndBatchHooks): back up and log at epoch ends there.
-    parameter_server = isinstance(strategy, tf.distribute.ParameterServerStrategy)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(
-            model_dir_lib.path(model_dir, model_dir_lib.BACKUP_DIR),
-            save_freq="epoch" if parameter_server else config.checkpoint_every_steps),
-        keras.callbacks.TensorBoard(
-            model_dir_lib.path(model_dir, model_dir_lib.LOG_DIR),
-            update_freq="epoch" if parameter_server else config.log_every_steps),
-        *([EpochEndBatchHooks(step_callbacks, steps_per_epoch)] if parameter_server
-          else step_callbacks),
-    ]
-    model.fit(_train_dataset(config, spec, strategy),
-              epochs=(total_steps - first_step) // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
-    manager.save(checkpoint_number=total_steps)
-    if is_chief:  # the final checkpoint supersedes the in-flight backup
-        shutil.rmtree(model_dir_lib.path(model_dir, model_dir_lib.BACKUP_DIR), ignore_errors=True)
-    return progress.first_step
+
+    def __init__(self, model: CVRModel, config: TrainConfig, strategy: tf.distribute.Strategy,
+                 is_chief: bool, total_steps: int, validate_every: int,
+                 validate: Any) -> None:
+        self.model, self.config, self.strategy = model, config, strategy
+        self.is_chief, self.total_steps = is_chief, total_steps
+        model_dir = config.model_dir
+        self.checkpoint = model_dir_lib.checkpoint(model, with_optimizers=True)
+        self.final = tf.train.CheckpointManager(
+            self.checkpoint, self._own(model_dir_lib.CHECKPOINT_DIR), max_to_keep=2)
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, self._own(model_dir_lib.BEST_DIR), max_to_keep=1)
+        self.backup = Backup(self.checkpoint, model_dir_lib.path(model_dir,
+                                                                 model_dir_lib.BACKUP_DIR),
+                             self._own(model_dir_lib.BACKUP_DIR), is_chief)
+        self.monitor = ValidationMonitor(
+            validate_every, total_steps, validate, config.early_stopping_metric,
+            config.early_stopping_patience,
+            save_best=lambda step: self.best.save(checkpoint_number=step),
+            after_point=lambda step: self.backup.save(step, self.monitor.state()))
+
+    def _own(self, name: str) -> str:
+        if self.is_chief:
+            return model_dir_lib.path(self.config.model_dir, name)
+        task = self.strategy.cluster_resolver.task_id
+        return os.path.join(self.config.model_dir, f".worker-{task}", name)
+
+    def fit(self, spec: FeatureSpec, first_step: int, progress: ProgressLogger) -> int:
+        """Trains to the last step or an early stop, then restores the best validated weights
+        and saves them as the final checkpoint; returns the step training (re)started at.
+
+        A ``--continue`` run starts from the model dir's final checkpoint, a killed run from
+        its latest backup (with its validation state), and a run whose backup says it is done
+        goes straight to the restore.
+        """
+        config = self.config
+        if first_step:
+            self.checkpoint.restore(model_dir_lib.latest_checkpoint(config.model_dir)
+                                    ).assert_existing_objects_matched()
+        resumed, state = self.backup.restore()
+        if state is not None:
+            self.monitor.load_state(state)
+        start = resumed or first_step
+        if start < self.total_steps and not self.monitor.stopped:
+            self._keras_fit(_train_dataset(config, spec, self.strategy, start), start, progress)
+        selected = self.monitor.selected()
+        if selected is not self.monitor.curve[-1]:
+            self.checkpoint.restore(self.best.latest_checkpoint).assert_existing_objects_matched()
+        self.final.save(checkpoint_number=selected["step"])
+        return start
+
+    def _keras_fit(self, dataset: Any, start: int, progress: ProgressLogger) -> None:
+        config = self.config
+        remaining = self.total_steps - start
+        step_callbacks = [RaiseOnNaN(), progress, self.monitor,
+                          PeriodicBackup(self.backup, config.checkpoint_every_steps,
+                                         self.monitor.state)]
+        # Under ParameterServerStrategy Keras runs callbacks between epochs only (see
+        # EpochEndBatchHooks): end an epoch at every step a callback acts on.
+        if isinstance(self.strategy, tf.distribute.ParameterServerStrategy):
+            steps_per_epoch = math.gcd(remaining, start, config.log_every_steps,
+                                       self.monitor.every_steps, config.checkpoint_every_steps)
+            callbacks = [EpochEndBatchHooks(step_callbacks, steps_per_epoch)]
+            update_freq: Any = "epoch"
+        else:
+            steps_per_epoch, callbacks, update_freq = remaining, step_callbacks, \
+                config.log_every_steps
+        tensorboard = keras.callbacks.TensorBoard(
+            model_dir_lib.path(config.model_dir, model_dir_lib.LOG_DIR), update_freq=update_freq)
+        self.model.fit(dataset, epochs=remaining // steps_per_epoch,
+                       steps_per_epoch=steps_per_epoch, callbacks=[tensorboard, *callbacks],
+                       verbose=0)
+
+    def clean_up(self) -> None:
+        """Deletes the in-flight state (backups, best checkpoint) once the results are written."""
+        for name in (model_dir_lib.BACKUP_DIR, model_dir_lib.BEST_DIR):
+            shutil.rmtree(self._own(name), ignore_errors=True)
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -126,12 +126,12 @@ def plot_map_vs_window(rows: Sequence[Mapping[str, Any]], path: str) -> None:
 
 
 def plot_warmstart(result: Mapping[str, Any], path: str) -> None:
-    """Eval logloss against steps and training seconds for the runs on the second window."""
+    """Validation logloss against steps and training seconds for the runs on the second window."""
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     styles = {"cold": ("tab:blue", "-"), "warm": ("tab:blue", "--"),
               "cold_added_feature": ("tab:orange", "-"), "warm_added_feature": ("tab:orange", "--")}
     for run, (color, linestyle) in styles.items():
-        curve = result["runs"][run]["eval_curve"]
+        curve = result["runs"][run]["validation_curve"]
         for axis, key in zip(axes, ("step", "train_seconds"), strict=True):
             axis.plot([p[key] for p in curve], [p["logloss"] for p in curve], marker=".",
                       color=color, linestyle=linestyle, label=run)
@@ -142,7 +142,7 @@ def plot_warmstart(result: Mapping[str, Any], path: str) -> None:
                          linestyle=":")
     axes[0].set_xlabel("training step")
     axes[1].set_xlabel("training seconds (evaluation excluded)")
-    axes[0].set_ylabel("eval logloss")
+    axes[0].set_ylabel("validation logloss")
     axes[0].legend(fontsize=8)
     for axis in axes:
         axis.grid(alpha=0.3)

@@ -43,6 +43,7 @@ from absl import logging
 from cvr_tf import training
 from cvr_tf.features import resolve_spec
 from cvr_tf.model import ModelConfig
+from cvr_tf.optimization import OptimizerConfig
 from experiments.additivity import FACTORS
 from pipelines.simulate import simulate_logs
 from pipelines.simulator_world import SimulatorConfig
@@ -51,9 +52,11 @@ from pipelines.span_pipeline import build_spans
 GRIDS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grids")
 PRESETS = ("small", "full")
 # TrainConfig fields a grid's "training" section may set; the rest are per cell.
-TRAINING_KEYS = ("feature_spec", "batch_size", "learning_rate", "epochs", "steps",
-                 "checkpoint_every_steps", "log_every_steps", "eval_batch_size", "strategy")
+TRAINING_KEYS = ("feature_spec", "batch_size", "epochs", "steps", "checkpoint_every_steps",
+                 "log_every_steps", "eval_batch_size", "strategy", "eval_every_steps",
+                 "early_stopping_metric", "early_stopping_patience")
 MODEL_KEYS = ("vocab_scale", "loss", "position_debiasing")
+OPTIMIZATION_KEYS = tuple(f.name for f in dataclasses.fields(OptimizerConfig))
 SIMULATION_RECORD = "simulation.json"
 # A forward pass is counted by the backbones; a training step costs about three (forward, and
 # backward through activations and weights).
@@ -162,7 +165,9 @@ class Grid:
         return training.TrainConfig(
             data_dir=data_dir, model_dir=model_dir, train_start=train_start, train_end=train_end,
             eval_start=self.data.eval_start, eval_end=self.data.eval_end, model=model,
-            seed=cell.seed, **{k: v for k, v in self.training.items() if k in TRAINING_KEYS})
+            seed=cell.seed, optimization=OptimizerConfig(
+                **{k: v for k, v in self.training.items() if k in OPTIMIZATION_KEYS}),
+            **{k: v for k, v in self.training.items() if k in TRAINING_KEYS})
 
 
 def _cell(raw: Mapping[str, Any], base: Cell, where: str) -> Cell:
@@ -196,7 +201,7 @@ def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
     """Builds a :class:`Grid` from a grid file's contents.
 
     Keys: ``data`` (:class:`DataConfig` fields, ``eval_start`` as YYYY-MM-DD), ``training``
-    (:data:`TRAINING_KEYS` and :data:`MODEL_KEYS`), ``baseline`` (``backbone: [name, scale]``,
+    (:data:`TRAINING_KEYS`, :data:`MODEL_KEYS` and :data:`OPTIMIZATION_KEYS`), ``baseline`` (``backbone: [name, scale]``,
     ``embedding_dim_scale``, ``train_days``, ``seed``), and the design: ``seeds`` (baseline
     repeats), ``axes`` (``backbone``: list of ``[name, scale]``; ``embedding_dim_scale`` and
     ``train_days``: lists of levels), ``factorials`` (corners: each a cell whose every subset
@@ -220,10 +225,11 @@ def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
         raise GridError(f"grid {name}: data section: {error!r}; it needs eval_start (YYYY-MM-DD),"
                         " eval_days, requests_per_day, candidates_per_request, world") from error
     data_config.simulator_config()  # validates the world before any work
-    bad = sorted(set(data["training"]) - set(TRAINING_KEYS) - set(MODEL_KEYS))
+    allowed = TRAINING_KEYS + MODEL_KEYS + OPTIMIZATION_KEYS
+    bad = sorted(set(data["training"]) - set(allowed))
     if bad:
         raise GridError(f"grid {name}: training key(s) {', '.join(bad)} cannot be set grid-wide; "
-                        f"allowed: {', '.join(TRAINING_KEYS + MODEL_KEYS)}")
+                        f"allowed: {', '.join(allowed)}")
 
     template = Cell(backbone="dcnv2", backbone_scale=1.0, embedding_dim_scale=1.0, train_days=1)
     baseline = _cell(data["baseline"], template, "baseline")

@@ -4,8 +4,9 @@
         --results=experiments/results/warmstart_small.json
 
 Two consecutive windows end the day before the eval window: W1 (``first_days``), then W2
-(``second_days``). A model is trained on W1; then on W2 four runs learn with an evaluation every
-``eval_every_steps`` steps (:class:`cvr_tf.training.TrainConfig` records the learning curve):
+(``second_days``). A model is trained on W1; then on W2 four runs learn with a validation every
+``eval_every_steps`` steps on W2's held-out split (:class:`cvr_tf.training.TrainConfig` records
+the learning curve), without early stopping, so that every curve runs to the end:
 
 * ``cold``: from scratch;
 * ``warm``: warm-started from the W1 model (:mod:`cvr_tf.warm_start`). W2's vocabularies differ
@@ -14,8 +15,8 @@ Two consecutive windows end the day before the eval window: W1 (``first_days``),
   (``--added_feature``, a JSON feature; by default a hashed view of the query), whose table and
   every dense weight whose shape the wider input changes start fresh.
 
-Each warm run is compared with the cold run of its spec: the first evaluation at which its eval
-logloss reaches the cold run's final eval logloss, in steps and in training seconds (evaluation
+Each warm run is compared with the cold run of its spec: the first validation at which its
+logloss reaches the cold run's final validation logloss, in steps and in training seconds (evaluation
 time excluded), and what the warm start carried over. The data and training settings come from
 the scaling preset's grid file (same world, same traffic), so both studies can share ``data/``.
 """
@@ -73,7 +74,7 @@ class Study:
         if first:  # W1 only: the days before W2
             changes["train_end"] = base.train_start + datetime.timedelta(days=self.first_days - 1)
         else:
-            changes["eval_every_steps"] = self.eval_every_steps
+            changes.update(eval_every_steps=self.eval_every_steps, early_stopping_metric="none")
         if run.startswith("warm"):
             changes["warm_start_from"] = os.path.join(out, "runs", "first")
         if run.endswith("added_feature"):
@@ -111,16 +112,17 @@ def carried_summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def compare(cold: Mapping[str, Any], warm: Mapping[str, Any]) -> dict[str, Any]:
-    """Steps and training seconds the warm run needs to reach the cold run's final logloss."""
-    target = cold["eval"]["logloss"]
-    cold_final = cold["eval_curve"][-1]
-    reached = reach(warm["eval_curve"], target)
+    """Steps and training seconds the warm run needs to reach the cold run's final validation
+    logloss (both validate on the same held-out split of the second window)."""
+    cold_final = cold["validation_curve"][-1]
+    target = cold_final["logloss"]
+    reached = reach(warm["validation_curve"], target)
     out: dict[str, Any] = {
         "target_logloss": target, "cold_steps": cold_final["step"],
         "cold_train_seconds": cold_final["train_seconds"], "warm_reached": reached,
         "warm_final_logloss": warm["eval"]["logloss"],
-        "warm_first_logloss": warm["eval_curve"][0]["logloss"],
-        "cold_first_logloss": cold["eval_curve"][0]["logloss"],
+        "warm_first_logloss": warm["validation_curve"][0]["logloss"],
+        "cold_first_logloss": cold["validation_curve"][0]["logloss"],
         "cold_final_map": cold["eval"]["mean_average_precision"],
         "warm_final_map": warm["eval"]["mean_average_precision"],
     }
@@ -157,7 +159,7 @@ def run_study(study: Study, out: str, report: Callable[[str], None] = print) -> 
         "baseline": dataclasses.asdict(study.grid.baseline),
         "added_feature": dict(study.added_feature),
         "runs": {run: {"eval": r["eval"], "train_steps": r["train_steps"],
-                       "wall_seconds": r["wall_seconds"], "eval_curve": r["eval_curve"],
+                       "wall_seconds": r["wall_seconds"], "validation_curve": r["validation_curve"],
                        "warm_start": carried_summary(r["warm_start"])}
                  for run, r in records.items()},
         "comparisons": {"warm": compare(records["cold"], records["warm"]),

@@ -17,6 +17,7 @@ from cvr_tf.callbacks import NaNLossError
 from cvr_tf.compat import keras
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
+from cvr_tf.optimization import OptimizerConfig
 
 
 def _config(spans, model_dir, **overrides) -> training.TrainConfig:
@@ -38,9 +39,10 @@ def test_run_writes_the_model_dir(trained):
     files = set(os.listdir(config.model_dir))
     assert {"model_config.json", "vocab", "checkpoints", "logs", "run_config.json",
             "metrics.json"} <= files
-    assert "backup" not in files  # BackupAndRestore clears its state after a finished run
-    assert model_dir_lib.latest_checkpoint(config.model_dir).endswith("ckpt-12")
+    assert not {"backup", "best"} & files  # a finished run clears its in-flight state
     metrics = model_dir_lib.read_json(model_dir_lib.path(config.model_dir, "metrics.json"))
+    best = metrics["best_step"]
+    assert model_dir_lib.latest_checkpoint(config.model_dir).endswith(f"ckpt-{best}")
     assert metrics["train_steps"] == 12 and metrics["train_examples"] == 12 * 128
     assert metrics["resumed_from_step"] == 0 and metrics["train_examples_per_second"] > 0
     assert metrics["dense_flops_per_example"] == 459_430
@@ -49,11 +51,15 @@ def test_run_writes_the_model_dir(trained):
     assert metrics["eval"]["examples"] == 6000  # both splits of the two eval days
     assert metrics["config"]["model"]["backbone"] == "dcnv2"
     assert record["eval"] == metrics["eval"]
-    curve = metrics["eval_curve"]
+    curve = metrics["validation_curve"]
     assert [p["step"] for p in curve] == [6, 12]
     assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
-    assert {k: v for k, v in curve[1].items() if k not in ("step", "train_seconds")} == (
-        metrics["eval"])
+    # The validation set is the training window's eval split: 10 % of its 4 x 300 requests.
+    best_point = next(p for p in curve if p["step"] == best)
+    assert {k: v for k, v in best_point.items() if k not in ("step", "train_seconds")} == (
+        metrics["validation"])
+    assert best_point["auc"] == max(p["auc"] for p in curve)
+    assert metrics["validation"]["requests"] < 300 and not metrics["stopped_early"]
     assert os.listdir(model_dir_lib.path(config.model_dir, "logs"))
 
 
@@ -97,7 +103,7 @@ def test_overwrite_never_wipes_a_directory_that_is_no_model_dir(simulated_spans,
     (dict(eval_start="day3"), "eval window .* overlaps training window"),
     (dict(train_start="day5", train_end="day4"), "--train_end .* is before --train_start"),
     (dict(steps=0), "--steps must be positive"),
-    (dict(learning_rate=-1.0), "--learning_rate must be positive"),
+    (dict(optimization=OptimizerConfig(learning_rate=-1.0)), "--learning_rate must be positive"),
     (dict(warm_start_from="/nonexistent"), "--warm_start_from=/nonexistent is not a cvr_tf"),
 ])
 def test_bad_configs_fail_before_any_work(simulated_spans, tmp_path, change, message):
@@ -176,7 +182,8 @@ def test_killed_run_resumes_and_reaches_the_same_step(simulated_spans, tmp_path)
 
 def test_nan_loss_stops_the_run(simulated_spans, tmp_path):
     # Adam's first update moves every weight by ~learning_rate: the second forward pass overflows.
-    config = _config(simulated_spans, tmp_path / "m", learning_rate=1e35,
+    config = _config(simulated_spans, tmp_path / "m",
+                     optimization=OptimizerConfig(learning_rate=1e35),
                      model=ModelConfig(backbone="mlp"))
     with pytest.raises(NaNLossError, match="training loss became nan at step 2"):
         training.train(config)

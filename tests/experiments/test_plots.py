@@ -20,7 +20,7 @@ def test_all_plots_are_written(tmp_path):
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(row) + "\n" for row in rows))
     comparison = {"target_logloss": 0.2}
-    warm = {"runs": {run: {"eval_curve": _curve(losses)} for run, losses in (
+    warm = {"runs": {run: {"validation_curve": _curve(losses)} for run, losses in (
                 ("cold", [0.25, 0.2]), ("warm", [0.21, 0.19]),
                 ("cold_added_feature", [0.24, 0.2]), ("warm_added_feature", [0.22, 0.2]))},
             "comparisons": {"warm": comparison, "warm_added_feature": comparison}}

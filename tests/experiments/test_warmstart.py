@@ -33,17 +33,17 @@ def test_windows_and_settings_of_the_runs():
 
 def test_reach_and_compare():
     cold = {"eval": {"logloss": 0.20, "mean_average_precision": 0.30},
-            "eval_curve": _curve((10, 2.0, 0.25), (20, 4.0, 0.22), (30, 6.0, 0.20))}
+            "validation_curve": _curve((10, 2.0, 0.25), (20, 4.0, 0.22), (30, 6.0, 0.20))}
     warm = {"eval": {"logloss": 0.18, "mean_average_precision": 0.32},
-            "eval_curve": _curve((10, 1.5, 0.21), (20, 3.0, 0.195), (30, 4.5, 0.18))}
-    assert warmstart.reach(warm["eval_curve"], 0.20) == {"step": 20, "train_seconds": 3.0,
+            "validation_curve": _curve((10, 1.5, 0.21), (20, 3.0, 0.195), (30, 4.5, 0.18))}
+    assert warmstart.reach(warm["validation_curve"], 0.20) == {"step": 20, "train_seconds": 3.0,
                                                          "logloss": 0.195}
-    assert warmstart.reach(warm["eval_curve"], 0.1) is None
+    assert warmstart.reach(warm["validation_curve"], 0.1) is None
     result = warmstart.compare(cold, warm)
     assert result["step_fraction"] == pytest.approx(20 / 30)
     assert result["time_fraction"] == pytest.approx(3.0 / 6.0)
     assert (result["cold_first_logloss"], result["warm_first_logloss"]) == (0.25, 0.21)
-    never = warmstart.compare(cold, {**warm, "eval_curve": _curve((30, 4.5, 0.3))})
+    never = warmstart.compare(cold, {**warm, "validation_curve": _curve((30, 4.5, 0.3))})
     assert never["warm_reached"] is None and "step_fraction" not in never
     table = warmstart.markdown_report({"comparisons": {"warm": result, "other": never}})
     assert "| warm | 0.20000 | 30 / 6.0 | 20 / 3.0 | 0.67 / 0.50 |" in table
