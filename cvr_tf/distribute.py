@@ -31,8 +31,8 @@ Each worker reads its own part of the input files (Keras shards them) and the gr
 all-reduced, so the weights stay identical on every worker. Worker 0 is the chief: it writes
 ``model_config.json``, ``vocab/``, ``checkpoints/``, ``logs/`` and ``metrics.json`` (see
 :mod:`cvr_tf.model_dir`); worker ``i > 0`` writes its copy of the final checkpoint to
-``<model_dir>/.worker-<i>/``. Every step waits for every worker, so the job cannot go on without
-one: start all of them again with the same flags and they resume from ``backup/``.
+``<model_dir>/.worker-<i>/checkpoints/``. Every step waits for every worker, so the job cannot go
+on without one: start all of them again with the same flags and they resume from ``backup/``.
 
 ``parameter_server``: start the ps tasks and the workers first (they serve until stopped; SIGTERM
 or SIGINT ends them with status 0), then the chief, which runs the training and exits when done;

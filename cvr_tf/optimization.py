@@ -23,7 +23,8 @@ Regularization:
   ids are regularized in proportion to how often they are trained (see
   :func:`embedding_l2_penalty`).
 * ``clipnorm``: each variable's gradient is rescaled to norm at most ``clipnorm`` (Keras
-  semantics), for both optimizers.
+  semantics), for both optimizers; a table's sparse gradient by the norm of its slices, one per
+  lookup.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from cvr_tf.compat import keras, register_keras_serializable, tf
 
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
-# Dense variables whose name contains one of these are exempt from weight decay.
+# Dense variables of these names (the last part of the variable name) are exempt from weight
+# decay: biases and normalization offsets and scales.
 NO_DECAY = ("bias", "beta", "gamma")
 
 
@@ -154,7 +156,8 @@ def exempt_from_decay(optimizer: keras.optimizers.Optimizer,
     """Exempts biases and normalization weights among ``variables`` from weight decay."""
     if getattr(optimizer, "weight_decay", None):
         optimizer.exclude_from_weight_decay(
-            var_list=[v for v in variables if any(k in v.name for k in NO_DECAY)])
+            var_list=[v for v in variables
+                      if v.name.rsplit("/", 1)[-1].split(":")[0] in NO_DECAY])
 
 
 def embedding_l2_penalty(gradients: Sequence[Any], tables: Sequence[tf.Variable],

@@ -201,12 +201,13 @@ def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
     """Builds a :class:`Grid` from a grid file's contents.
 
     Keys: ``data`` (:class:`DataConfig` fields, ``eval_start`` as YYYY-MM-DD), ``training``
-    (:data:`TRAINING_KEYS`, :data:`MODEL_KEYS` and :data:`OPTIMIZATION_KEYS`), ``baseline`` (``backbone: [name, scale]``,
-    ``embedding_dim_scale``, ``train_days``, ``seed``), and the design: ``seeds`` (baseline
-    repeats), ``axes`` (``backbone``: list of ``[name, scale]``; ``embedding_dim_scale`` and
-    ``train_days``: lists of levels), ``factorials`` (corners: each a cell whose every subset
-    of changes from the baseline is run) and ``cells`` (explicit cells). Free-text keys
-    ``description`` and ``design`` document the grid. Cells run in that order, duplicates once.
+    (:data:`TRAINING_KEYS`, :data:`MODEL_KEYS` and :data:`OPTIMIZATION_KEYS`), ``baseline``
+    (``backbone: [name, scale]``, ``embedding_dim_scale``, ``train_days``, ``seed``), and the
+    design: ``seeds`` (baseline repeats), ``axes`` (``backbone``: list of ``[name, scale]``;
+    ``embedding_dim_scale`` and ``train_days``: lists of levels), ``factorials`` (corners: each a
+    cell whose every subset of changes from the baseline is run) and ``cells`` (explicit cells).
+    Free-text keys ``description`` and ``design`` document the grid. Cells run in that order,
+    duplicates once.
     """
     allowed = {"description", "design", "data", "training", "baseline", "seeds", "axes",
                "factorials", "cells"}

@@ -16,9 +16,10 @@ the learning curve), without early stopping, so that every curve runs to the end
   every dense weight whose shape the wider input changes start fresh.
 
 Each warm run is compared with the cold run of its spec: the first validation at which its
-logloss reaches the cold run's final validation logloss, in steps and in training seconds (evaluation
-time excluded), and what the warm start carried over. The data and training settings come from
-the scaling preset's grid file (same world, same traffic), so both studies can share ``data/``.
+logloss reaches the cold run's final validation logloss, in steps and in training seconds
+(evaluation time excluded), and what the warm start carried over. The data and training
+settings come from the scaling preset's grid file (same world, same traffic), so both studies
+can share ``data/``.
 """
 
 from __future__ import annotations

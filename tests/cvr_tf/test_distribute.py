@@ -52,7 +52,11 @@ class _Tasks:
             f"--model_dir={model_dir}", f"--train_start={spans.day(0)}",
             f"--train_end={spans.day(3)}", f"--eval_start={spans.day(4)}",
             f"--eval_end={spans.day(4)}", f"--steps={STEPS}", "--batch_size=64",
-            "--backbone=mlp", "--log_every_steps=2", f"--strategy={strategy}"]
+            "--backbone=mlp", "--log_every_steps=2", f"--strategy={strategy}",
+            # Every optimizer option must work across tasks too.
+            "--optimizer=adamw", "--weight_decay=0.01", "--embedding_optimizer=adagrad",
+            "--embedding_learning_rate=0.05", "--embedding_l2=1e-4", "--clipnorm=1.0",
+            "--lr_schedule=cosine", "--warmup_steps=2"]
         self.cluster = cluster
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
@@ -111,7 +115,7 @@ def test_multi_worker_mirrored_workers_train_the_same_weights(simulated_spans, t
             tasks.assert_succeeded(name)
 
     chief = model_dir_lib.latest_checkpoint(model_dir)
-    other = tf.train.latest_checkpoint(model_dir / ".worker-1")
+    other = tf.train.latest_checkpoint(model_dir / ".worker-1" / "checkpoints")
     assert chief.endswith(f"ckpt-{STEPS}") and other.endswith(f"ckpt-{STEPS}")
     chief_values, other_values = _checkpoint_values(chief), _checkpoint_values(other)
     assert chief_values.keys() == other_values.keys()

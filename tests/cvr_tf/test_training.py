@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf import warm_start as warm_start_lib
 from cvr_tf.callbacks import NaNLossError
-from cvr_tf.compat import keras
+from cvr_tf.compat import keras, tf
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
 from cvr_tf.optimization import OptimizerConfig
@@ -158,10 +159,23 @@ def test_cli_refuses_a_finished_model_dir_in_one_line(trained):
     assert sorted(os.listdir(config.model_dir)) == before
 
 
-def test_killed_run_resumes_and_reaches_the_same_step(simulated_spans, tmp_path):
+def _final_weights(model_dir) -> dict[str, np.ndarray]:
+    path = model_dir_lib.latest_checkpoint(model_dir)
+    return {name: tf.train.load_checkpoint(path).get_tensor(name)
+            for name, _ in tf.train.list_variables(path) if name.startswith("model/")}
+
+
+def test_killed_run_resumes_exactly_where_it_stopped(simulated_spans, tmp_path):
+    # Weight decay, dropout-free SGD with momentum, a decaying rate, separate table optimizer:
+    # the backup must carry every piece of optimizer state for the weights to match.
+    flags = ("--steps=120", "--batch_size=32", "--checkpoint_every_steps=5", "--backbone=mlp",
+             "--early_stopping_metric=none", "--optimizer=sgd", "--learning_rate=0.05",
+             "--embedding_optimizer=adagrad", "--lr_schedule=cosine", "--weight_decay=0.01")
+    uninterrupted = tmp_path / "uninterrupted"
+    subprocess.run(_train_command(simulated_spans, uninterrupted, *flags), check=True,
+                   capture_output=True, timeout=300)
     model_dir = tmp_path / "m"
-    command = _train_command(simulated_spans, model_dir, "--steps=120", "--batch_size=32",
-                             "--checkpoint_every_steps=5", "--backbone=mlp")
+    command = _train_command(simulated_spans, model_dir, *flags)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     backup = model_dir / "backup"
     deadline = time.time() + 120
@@ -175,9 +189,16 @@ def test_killed_run_resumes_and_reaches_the_same_step(simulated_spans, tmp_path)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] > 0
+    assert 0 < metrics["resumed_from_step"] < 120
     assert metrics["train_steps"] == 120
     assert model_dir_lib.latest_checkpoint(model_dir).endswith("ckpt-120")
+    # The resumed run saw exactly the batches of the uninterrupted one: the same weights.
+    expected, resumed = _final_weights(uninterrupted), _final_weights(model_dir)
+    assert expected.keys() == resumed.keys() and len(expected) > 10
+    for name, value in expected.items():
+        np.testing.assert_allclose(resumed[name], value, atol=1e-6, err_msg=name)
+    reference = json.loads((uninterrupted / "metrics.json").read_text())
+    assert metrics["eval"]["logloss"] == pytest.approx(reference["eval"]["logloss"], abs=1e-6)
 
 
 def test_nan_loss_stops_the_run(simulated_spans, tmp_path):
