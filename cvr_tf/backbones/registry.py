@@ -43,6 +43,8 @@ def parse_backbone_options(name: str, options: Mapping[str, Any] | None = None,
     """The kind of backbone ``name`` and its checked options (see :func:`build_backbone`)."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"{ROOT}: expected a mapping of options, got {options!r}")
     raw = dict(options or {})
     if name.startswith(f"{ENSEMBLE}:"):
         ensemble = BACKBONES[ENSEMBLE]
