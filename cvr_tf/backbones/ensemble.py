@@ -60,15 +60,16 @@ class EnsembleOptions:
     """Options of the ``ensemble`` backbone (defaults: ``dcnv2`` and ``masknet``, default options).
 
     Attributes:
-        members: Member name -> that member's options, in order (each member at most once, as
-            a mapping key), e.g. ``{"dcnv2": {"cross": "low_rank"}, "masknet": {}}``; a member's
-            options may be empty (null in YAML). Default: the members the backbone name picks
-            (``ensemble:a+b``), else dcnv2 and masknet. Once parsed, the values are the members'
-            options dataclasses.
+        members: The members in order (a list, so that key-sorted JSON such as
+            ``model_config.json`` keeps it), each a backbone name or a one-key mapping
+            ``{name: its options}``, e.g. ``[{"dcnv2": {"cross": "low_rank"}}, "masknet"]``;
+            each member at most once. Default: the members the backbone name picks
+            (``ensemble:a+b``), else dcnv2 and masknet. Once parsed: ``(name, options
+            dataclass)`` pairs.
         dropout: The members' default dropout (a member's own ``dropout`` overrides it).
     """
 
-    members: dict | None = option(None)
+    members: list | None = option(None)
     dropout: float = dropout_option()
 
 
@@ -102,22 +103,37 @@ class EnsembleBackbone(BackboneKind):
               ) -> EnsembleOptions:
         """Checks the ensemble's keys, then every member's options against its kind."""
         options = super().parse(raw, dropout, path)
-        members = dict.fromkeys(DEFAULT_ENSEMBLE) if options.members is None else options.members
+        members = list(DEFAULT_ENSEMBLE) if options.members is None else options.members
         if not members:
             raise ValueError(f"{path}.members: an ensemble needs at least one member; name "
                              f"some of {', '.join(sorted(self._kinds))}")
-        parsed = {}
-        for name, member_raw in members.items():
-            if name not in self._kinds:
-                raise ValueError(f"{path}.members: unknown member {name!r}; members are "
-                                 f"{', '.join(sorted(self._kinds))}")
-            parsed[name] = self._kinds[name].parse(
+        parsed: list[tuple[str, Any]] = []
+        for i, entry in enumerate(members):
+            name, member_raw = self._entry(entry, f"{path}.members[{i}]")
+            if name in dict(parsed):
+                raise ValueError(f"{path}.members[{i}]: {name!r} is already a member; list "
+                                 "each member once")
+            parsed.append((name, self._kinds[name].parse(
                 {} if member_raw is None else member_raw, options.dropout,
-                f"{path}.members.{name}")
+                f"{path}.members.{name}")))
         return dataclasses.replace(options, members=parsed)
+
+    def _entry(self, entry: Any, path: str) -> tuple[str, Any]:
+        """(name, raw options) of a members entry: ``"name"`` or ``{"name": options}``."""
+        if isinstance(entry, Mapping) and len(entry) == 1:
+            ((name, member_raw),) = entry.items()
+        elif isinstance(entry, str):
+            name, member_raw = entry, None
+        else:
+            raise ValueError(f"{path}: expected a backbone name or {{name: options}}, got "
+                             f"{entry!r}")
+        if name not in self._kinds:
+            raise ValueError(f"{path}: unknown member {name!r}; members are "
+                             f"{', '.join(sorted(self._kinds))}")
+        return name, member_raw
 
     def build(self, input_dim: int, field_dims: Sequence[int], scale: float,
               options: EnsembleOptions) -> keras.layers.Layer:
         members = [self._kinds[name].build(input_dim, field_dims, scale, member_options)
-                   for name, member_options in options.members.items()]
+                   for name, member_options in options.members]
         return BackboneEnsemble(members, name=self.name)

@@ -11,7 +11,7 @@ dataclass, checking every key and value against the dataclass's type hints and f
   the same key path.
 
 Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``tuple[X, ...]``
-(from a non-empty list), ``X | None`` and ``dict`` (a nested mapping, checked by its owner).
+(from a non-empty list), ``X | None``, and ``list`` and ``dict`` (items checked by their owner).
 Field metadata: ``choices`` (allowed strings, for ``str`` and ``tuple[str, ...]``), ``minimum``
 (inclusive lower bound of numbers, element-wise for tuples) and ``below`` (exclusive upper bound).
 """
@@ -79,6 +79,10 @@ def _check(annotation: Any, value: Any, path: str, metadata: Mapping[str, Any]) 
             raise ValueError(f"{path}: expected a non-empty list, got {value!r}")
         return tuple(_check(arguments[0], item, f"{path}[{i}]", metadata)
                      for i, item in enumerate(value))
+    if annotation is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{path}: expected a list, got {value!r} ({_type_name(value)})")
+        return list(value)
     if annotation is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {value!r} ({_type_name(value)})")

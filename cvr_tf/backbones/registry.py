@@ -52,7 +52,7 @@ def parse_backbone_options(name: str, options: Mapping[str, Any] | None = None,
         if "members" in raw:
             raise ValueError(f"{ROOT}.members: backbone {name!r} already names the members; use "
                              f"--backbone={ENSEMBLE} with {ROOT}.members, or drop the key")
-        return ensemble, ensemble.parse({"members": dict.fromkeys(members), **raw}, dropout)
+        return ensemble, ensemble.parse({"members": members, **raw}, dropout)
     if name not in BACKBONES:
         raise _unknown(name)
     return BACKBONES[name], BACKBONES[name].parse(raw, dropout)

@@ -43,8 +43,8 @@ def _build(name, options=None, scale=1.0, dropout=0.0):
         ("dhen", {"modules": ["cross", "mlp"]}, 2_207_744, 1_107_904, 224),
         ("dhen", {"combiner": "sum"}, 2_906_624, 1_421_504, 224),
         ("dhen", {"mlp": [64]}, 2_218_496, 1_075_776, 224),
-        ("ensemble", {"members": {"mlp": {"widths": [64, 32]},
-                                  "dcnv2": {"cross": "low_rank", "rank": 32}}},
+        ("ensemble", {"members": [{"mlp": {"widths": [64, 32]}},
+                                  {"dcnv2": {"cross": "low_rank", "rank": 32}}]},
          32_768 + 266_240, 16_480 + 134_176, 32 + 128),
     ],
 )
@@ -80,8 +80,8 @@ def test_dropout_reaches_every_mlp_and_options_override_it():
     assert _build("masknet", dropout=0.25).layer.get_config()["dropout"] == 0.25
     assert _build("dhen", dropout=0.25).layer.get_config()["mlp_dropout"] == 0.25
     assert _build("dcnv2", {"dropout": 0.5}, dropout=0.25).layer.get_config()["dropout"] == 0.5
-    ensemble = _build("ensemble", {"dropout": 0.5, "members": {"mlp": {"dropout": 0.1},
-                                                               "dhen": {}}}, dropout=0.25)
+    ensemble = _build("ensemble", {"dropout": 0.5, "members": [{"mlp": {"dropout": 0.1}},
+                                                               "dhen"]}, dropout=0.25)
     members = [m["config"] for m in ensemble.layer.get_config()["members"]]
     assert (members[0]["dropout"], members[1]["mlp_dropout"]) == (0.1, 0.5)
     # Dropout acts in training only; it adds no FLOPs or parameters.
@@ -122,15 +122,19 @@ def test_dropout_reaches_every_mlp_and_options_override_it():
         ("dhen", {"modules": ["mlp", "mlp"]}, "backbone_config.modules: \\['mlp', 'mlp'\\] names a "
          "module twice"),
         ("dhen", {"combiner": "max"}, "backbone_config.combiner: 'max' is not one of concat, sum"),
-        ("ensemble", {"members": {"gbdt": {}}}, "backbone_config.members: unknown member 'gbdt'; "
-         "members are dcnv2, dhen, masknet, mlp"),
-        ("ensemble", {"members": {}}, "backbone_config.members: an ensemble needs at least one"),
-        ("ensemble", {"members": ["dcnv2"]}, "backbone_config.members: expected a mapping"),
-        ("ensemble", {"members": {"dcnv2": {"cross": "foo"}}},
+        ("ensemble", {"members": ["mlp", {"gbdt": {}}]}, "backbone_config.members\\[1\\]: "
+         "unknown member 'gbdt'; members are dcnv2, dhen, masknet, mlp"),
+        ("ensemble", {"members": []}, "backbone_config.members: an ensemble needs at least one"),
+        ("ensemble", {"members": {"dcnv2": {}}}, "backbone_config.members: expected a list"),
+        ("ensemble", {"members": [{"dcnv2": {}, "mlp": {}}]}, "backbone_config.members\\[0\\]: "
+         "expected a backbone name or {name: options}"),
+        ("ensemble", {"members": ["mlp", "mlp"]},
+         "backbone_config.members\\[1\\]: 'mlp' is already a member"),
+        ("ensemble", {"members": [{"dcnv2": {"cross": "foo"}}]},
          "backbone_config.members.dcnv2.cross: 'foo' is not one of full, low_rank, mixture"),
-        ("ensemble", {"members": {"mlp": {"rank": 3}}}, "backbone_config.members.mlp: unknown "
+        ("ensemble", {"members": [{"mlp": {"rank": 3}}]}, "backbone_config.members.mlp: unknown "
          "option 'rank'; valid options: widths, layer_norm, dropout"),
-        ("ensemble:dcnv2+mlp", {"members": {"dhen": {}}},
+        ("ensemble:dcnv2+mlp", {"members": ["dhen"]},
          "backbone_config.members: backbone 'ensemble:dcnv2\\+mlp' already names the members"),
         ("mlp", ["widths"], "backbone_config: expected a mapping of options, got \\['widths'\\]"),
     ],
@@ -150,5 +154,5 @@ def test_ensemble_name_members_take_per_member_options():
     backbone = _build("ensemble:mlp+dcnv2", {"dropout": 0.1})
     names = [m["config"]["name"] for m in backbone.layer.get_config()["members"]]
     assert names == ["mlp", "dcnv2"]
-    assert list(backbone.options.members) == ["mlp", "dcnv2"]
-    assert backbone.options.members["dcnv2"].dropout == 0.1
+    assert [name for name, _ in backbone.options.members] == ["mlp", "dcnv2"]
+    assert backbone.options.members[1][1].dropout == 0.1

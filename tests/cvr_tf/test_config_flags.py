@@ -69,12 +69,12 @@ def _backbone_config(values: flags.FlagValues, path: str) -> dict:
 
 def test_backbone_config_file_is_read_into_the_model_config(tmp_path):
     (tmp_path / "dcn.json").write_text('{"cross": "low_rank", "rank": 32, "mlp": [64]}')
-    (tmp_path / "ens.yaml").write_text("members:\n  dcnv2: {cross: mixture}\n  masknet:\n"
+    (tmp_path / "ens.yaml").write_text("members:\n  - dcnv2: {cross: mixture}\n  - masknet:\n"
                                        "dropout: 0.1\n")
     assert _backbone_config(_fresh_flags(), str(tmp_path / "dcn.json")) == {
         "cross": "low_rank", "rank": 32, "mlp": [64]}
     assert _backbone_config(_fresh_flags(), str(tmp_path / "ens.yaml")) == {
-        "members": {"dcnv2": {"cross": "mixture"}, "masknet": None}, "dropout": 0.1}
+        "members": [{"dcnv2": {"cross": "mixture"}}, {"masknet": None}], "dropout": 0.1}
     (tmp_path / "empty.yaml").write_text("")
     assert _backbone_config(_fresh_flags(), str(tmp_path / "empty.yaml")) == {}
     values = _fresh_flags()
