@@ -6,8 +6,12 @@ cross layer: 4*224*32 = 28,672 FLOPs, 2*224*32 + 224 = 14,560 params, so 3 of th
 [256, 128] (180,224 FLOPs, 90,496 params) are 266,240 FLOPs and 134,176 params.
 """
 
+import pathlib
+import re
+
 import numpy as np
 import pytest
+import yaml
 
 from cvr_tf.backbones import build_backbone, scaled_widths
 from cvr_tf.compat import tf
@@ -156,3 +160,14 @@ def test_ensemble_name_members_take_per_member_options():
     assert names == ["mlp", "dcnv2"]
     assert [name for name, _ in backbone.options.members] == ["mlp", "dcnv2"]
     assert backbone.options.members[1][1].dropout == 0.1
+
+
+def test_readme_example_files_build():
+    text = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("#### Backbone options"):text.index("#### Adding a backbone")]
+    examples = re.findall(r"```yaml\n# --backbone=(\w+)\n(.*?)```", section, re.S)
+    examples += [("ensemble", block) for block in re.findall(r"```json\n(.*?)```", section, re.S)]
+    assert sorted(name for name, _ in examples) == ["dcnv2", "dhen", "ensemble", "masknet", "mlp"]
+    for name, block in examples:
+        options = yaml.safe_load(block)
+        assert options and _build(name, options).options != _build(name).options
