@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cvr_tf import losses as losses_lib
-from cvr_tf.backbones import Backbone, build_backbone, read_options_file
+from cvr_tf.backbones import Backbone, build_backbone, json_form, read_options_file
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.features import FeatureSpec, spec_from_dict
 
@@ -50,6 +50,10 @@ class ModelConfig:
     loss: str = _field("logloss", "Training loss: pointwise logloss, or softmax cross-entropy "
                        "per request.", choices=losses_lib.LOSS_NAMES)
     position_debiasing: bool = _field(True, "Add the train_only bias tower's logit in training.")
+
+    def __post_init__(self) -> None:
+        # JSON's form, so the config equals the one model_config.json gives back on resume.
+        object.__setattr__(self, "backbone_config", json_form(self.backbone_config))
 
 
 @register_keras_serializable(package="cvr_tf")

@@ -48,7 +48,7 @@ from cvr_tf.backbones.dhen import DHENOptions
 from cvr_tf.backbones.ensemble import BackboneEnsemble, EnsembleOptions
 from cvr_tf.backbones.masknet import MaskNetOptions
 from cvr_tf.backbones.mlp import MLPOptions
-from cvr_tf.backbones.options import read_options_file
+from cvr_tf.backbones.options import json_form, read_options_file
 from cvr_tf.backbones.registry import (
     BACKBONES,
     available_backbones,
@@ -68,6 +68,7 @@ __all__ = [
     "MaskNetOptions",
     "available_backbones",
     "build_backbone",
+    "json_form",
     "parse_backbone_options",
     "read_options_file",
     "scaled_widths",

@@ -33,7 +33,7 @@ class MaskNetOptions:
     structure: str = option("parallel", choices=MASKNET_STRUCTURES)
     blocks: int = option(3, minimum=1)
     block_width: int = option(64, minimum=1)
-    reduction_ratio: float = option(2.0, minimum=0.01)
+    reduction_ratio: float = option(2.0, above=0.0)
     mlp: tuple[int, ...] | None = widths_option(None)
     dropout: float = dropout_option()
 

@@ -13,7 +13,8 @@ dataclass, checking every key and value against the dataclass's type hints and f
 Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``tuple[X, ...]``
 (from a non-empty list), ``X | None``, and ``list`` and ``dict`` (items checked by their owner).
 Field metadata: ``choices`` (allowed strings, for ``str`` and ``tuple[str, ...]``), ``minimum``
-(inclusive lower bound of numbers, element-wise for tuples) and ``below`` (exclusive upper bound).
+and ``above`` (inclusive and exclusive lower bounds of numbers, element-wise for tuples) and
+``below`` (exclusive upper bound).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class OptionError(ValueError):
 
 
 def option(default: Any, **metadata: Any) -> Any:
-    """A field of an options dataclass with its checks (``choices``, ``minimum``, ``below``)."""
+    """A field of an options dataclass with its checks (``choices``, ``minimum``, ``above``,
+    ``below``)."""
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -62,6 +64,8 @@ def _type_name(value: Any) -> str:
 def _check_number(value: int | float, path: str, metadata: Mapping[str, Any]) -> None:
     if "minimum" in metadata and value < metadata["minimum"]:
         raise ValueError(f"{path}: must be >= {metadata['minimum']}, got {value!r}")
+    if "above" in metadata and value <= metadata["above"]:
+        raise ValueError(f"{path}: must be > {metadata['above']}, got {value!r}")
     if "below" in metadata and value >= metadata["below"]:
         raise ValueError(f"{path}: must be < {metadata['below']}, got {value!r}")
 
@@ -133,6 +137,18 @@ def parse_options(cls: type, raw: Mapping[str, Any], path: str = ROOT) -> Any:
         return cls(**values)
     except OptionError as error:
         raise ValueError(f"{path}.{error.key}: {error.message}") from None
+
+
+def json_form(options: Any) -> Any:
+    """A mapping of options as JSON gives it back (lists for tuples, string keys), else as is.
+
+    ``ModelConfig`` keeps ``backbone_config`` in this form, so that the config it was trained
+    with equals the one ``model_config.json`` returns (resuming compares the two). Values JSON
+    has no type for (a YAML date) become strings, which the option checks then reject by name.
+    """
+    if not isinstance(options, Mapping):
+        return options
+    return json.loads(json.dumps(dict(options), default=str))
 
 
 def read_options_file(file_path: str) -> dict[str, Any]:

@@ -119,6 +119,8 @@ def test_dropout_reaches_every_mlp_and_options_override_it():
         ("mlp", {"dropout": 1.5}, "backbone_config.dropout: must be < 1.0, got 1.5"),
         ("masknet", {"structure": "serial", "mlp": [64]},
          "backbone_config.mlp: a serial MaskNet has no MLP"),
+        ("masknet", {"reduction_ratio": 0}, "backbone_config.reduction_ratio: must be > 0.0, "
+         "got 0"),
         ("masknet", {"reduction_ratio": "two"}, "backbone_config.reduction_ratio: expected a "
          "number, got 'two'"),
         ("dhen", {"modules": ["cross", "gbdt"]},

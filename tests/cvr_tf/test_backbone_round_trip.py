@@ -5,6 +5,7 @@ export, warm start and resume, which all rebuild from it, get exactly the traine
 """
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -60,3 +61,9 @@ def test_model_dir_and_warm_start_rebuild_the_variant(tmp_path, config):
     assert rebuilt.backbone.layer.get_config() == layer_config
     np.testing.assert_allclose(rebuilt(features).numpy(), expected, rtol=1e-5, atol=1e-6)
     keras.backend.clear_session()
+
+
+def test_the_config_keeps_options_in_json_form_so_resume_compares_equal():
+    config = ModelConfig(backbone="mlp", backbone_config={"widths": (64, 32), 1: "x"})
+    assert config.backbone_config == {"widths": [64, 32], "1": "x"}
+    assert ModelConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config
