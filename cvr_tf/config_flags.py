@@ -3,6 +3,9 @@
 Each field of a frozen config dataclass becomes one flag of the same name. Its help text is the
 field's ``metadata["help"]``; ``metadata["choices"]`` makes it an enum flag and
 ``metadata["flag"]`` renames it (a Python keyword: ``continue_training`` is ``--continue``).
+``metadata["parse"]`` makes it a string flag whose value is ``parse(text)`` (a file path read
+into a mapping: ``--backbone_config=FILE``); unset or empty, the field keeps its default, and a
+``ValueError`` from ``parse`` becomes a one-line ``app.UsageError`` naming the flag.
 A field whose type is itself a config dataclass (``TrainConfig.model``) contributes its own
 fields as flags, flat (``--backbone``, not ``--model.backbone``), so the names users type stay
 short.
@@ -21,7 +24,7 @@ import typing
 from collections.abc import Collection
 from typing import Any
 
-from absl import flags
+from absl import app, flags
 
 _DEFINERS = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
              float: flags.DEFINE_float, bool: flags.DEFINE_bool}
@@ -62,7 +65,9 @@ def define_flags(cls: type, skip: Collection[str] = (),
             raise TypeError(f"{cls.__name__}.{field.name} has no metadata['help']")
         name = flag_name(field)
         default = None if field.default is dataclasses.MISSING else field.default
-        if "choices" in field.metadata:
+        if "parse" in field.metadata:
+            flags.DEFINE_string(name, None, field.metadata["help"], flag_values=flag_values)
+        elif "choices" in field.metadata:
             flags.DEFINE_enum(name, default, list(field.metadata["choices"]),
                               field.metadata["help"], flag_values=flag_values)
         elif kind in _DEFINERS:
@@ -72,12 +77,27 @@ def define_flags(cls: type, skip: Collection[str] = (),
                             "skip it and pass it to build()")
 
 
+def _parsed(field: dataclasses.Field, text: str) -> Any:
+    """``metadata["parse"](text)``; a ValueError becomes a UsageError naming the flag."""
+    try:
+        return field.metadata["parse"](text)
+    except ValueError as error:
+        raise app.UsageError(f"--{flag_name(field)}={text}: {error}") from None
+
+
 def build(cls: type, flag_values: flags.FlagValues, **values: Any) -> Any:
-    """An instance of ``cls`` from the parsed flags; ``values`` gives the skipped fields."""
+    """An instance of ``cls`` from the parsed flags; ``values`` gives the skipped fields.
+
+    Raises:
+      app.UsageError: a ``parse`` field's flag names a file its ``parse`` rejects.
+    """
     arguments = {}
     for field, kind in _fields(cls, values):
-        arguments[field.name] = (build(kind, flag_values, **values)
-                                 if dataclasses.is_dataclass(kind)
-                                 else flag_values[flag_name(field)].value)
+        if dataclasses.is_dataclass(kind):
+            arguments[field.name] = build(kind, flag_values, **values)
+        elif "parse" not in field.metadata:
+            arguments[field.name] = flag_values[flag_name(field)].value
+        elif text := flag_values[flag_name(field)].value:
+            arguments[field.name] = _parsed(field, text)
     return cls(**arguments, **{k: v for k, v in values.items()
                                if k in {f.name for f in dataclasses.fields(cls)}})

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cvr_tf import losses as losses_lib
-from cvr_tf.backbones import Backbone, build_backbone
+from cvr_tf.backbones import Backbone, build_backbone, json_form, read_options_file
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.features import FeatureSpec, spec_from_dict
 from cvr_tf.optimization import embedding_l2_penalty
@@ -41,11 +41,20 @@ class ModelConfig:
 
     backbone: str = _field("dcnv2", "mlp, dcnv2, masknet, dhen, ensemble, ensemble:a+b.")
     backbone_scale: float = _field(1.0, "The backbone's scaling knob (see cvr_tf.backbones).")
+    backbone_config: dict = dataclasses.field(default_factory=dict, metadata={
+        "help": "JSON/YAML file of the backbone's options (README 'Backbone options'); "
+                "empty for the defaults.", "parse": read_options_file})
+    dropout: float = _field(0.0, "Dropout rate of every MLP in the backbone, in training only; "
+                            "a backbone_config 'dropout' overrides it.")
     embedding_dim_scale: float = _field(1.0, "Multiplies every embedding dim.")
     vocab_scale: float = _field(1.0, "Multiplies every vocabulary cap and hash-bucket count.")
     loss: str = _field("logloss", "Training loss: pointwise logloss, or softmax cross-entropy "
                        "per request.", choices=losses_lib.LOSS_NAMES)
     position_debiasing: bool = _field(True, "Add the train_only bias tower's logit in training.")
+
+    def __post_init__(self) -> None:
+        # JSON's form, so the config equals the one model_config.json gives back on resume.
+        object.__setattr__(self, "backbone_config", json_form(self.backbone_config))
 
 
 @register_keras_serializable(package="cvr_tf")
@@ -79,7 +88,8 @@ class CVRModel(keras.Model):
 
         self.backbone: Backbone = build_backbone(
             self.config.backbone, input_dim=embedding.output_dim,
-            field_dims=spec.field_dims(), scale=self.config.backbone_scale)
+            field_dims=spec.field_dims(), scale=self.config.backbone_scale,
+            options=self.config.backbone_config, dropout=self.config.dropout)
         embeddings = keras.Input(shape=(embedding.output_dim,), name="embeddings")
         hidden = self.backbone.layer(embeddings)
         logits = keras.layers.Reshape((), name="logit")(

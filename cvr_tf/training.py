@@ -132,9 +132,11 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
     _check_model_dir(config)
     try:
         build_backbone(config.model.backbone, input_dim=8, field_dims=[8],
-                       scale=config.model.backbone_scale)
+                       scale=config.model.backbone_scale, options=config.model.backbone_config,
+                       dropout=config.model.dropout)
     except ValueError as error:
-        raise ConfigError(f"--backbone/--backbone_scale: {error}") from error
+        raise ConfigError(f"--backbone/--backbone_scale/--backbone_config/--dropout: {error}"
+                          ) from error
     if config.warm_start_from and not model_dir_lib.has_model_definition(config.warm_start_from):
         raise ConfigError(f"--warm_start_from={config.warm_start_from} is not a cvr_tf model dir "
                           f"(no {model_dir_lib.MODEL_CONFIG})")

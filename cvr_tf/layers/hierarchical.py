@@ -61,6 +61,7 @@ class DHENLayer(keras.layers.Layer):
         attention_dim: Common field width in the attention module.
         num_heads: Attention heads.
         mlp_units: Widths of the MLP module.
+        mlp_dropout: Dropout rate in the MLP module (training only), in [0, 1).
         **kwargs: Keras ``Layer`` arguments.
 
     Input shape: [batch, W]. Output shape: [batch, O].
@@ -77,6 +78,7 @@ class DHENLayer(keras.layers.Layer):
         attention_dim: int = 16,
         num_heads: int = 2,
         mlp_units: Sequence[int] = (256,),
+        mlp_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,13 +107,14 @@ class DHENLayer(keras.layers.Layer):
         self._attention_dim = int(attention_dim)
         self._num_heads = int(num_heads)
         self._mlp_units = [int(width) for width in mlp_units]
+        self._mlp_dropout = float(mlp_dropout)
         factories = {
             "cross": lambda: Cross(projection_dim=cross_projection_dim, name="cross"),
             "mask": lambda: MaskBlock(output_dim, mask_reduction_ratio, name="mask"),
             "attention": lambda: FieldSelfAttention(
                 self._field_dims, attention_dim, num_heads, name="attention"
             ),
-            "mlp": lambda: MLP(self._mlp_units, name="mlp"),
+            "mlp": lambda: MLP(self._mlp_units, dropout=self._mlp_dropout, name="mlp"),
         }
         self._ensemble = [factories[name]() for name in modules]
 
@@ -188,6 +191,7 @@ class DHENLayer(keras.layers.Layer):
             "attention_dim": self._attention_dim,
             "num_heads": self._num_heads,
             "mlp_units": list(self._mlp_units),
+            "mlp_dropout": self._mlp_dropout,
         }
         return {**super().get_config(), **config}
 
@@ -214,15 +218,15 @@ class DHEN(keras.layers.Layer):
         field_dims: Widths of the fields concatenated in the input.
         field_width: Width of each field in the hidden layers.
         **layer_options: ``modules``, ``combine``, ``cross_projection_dim``,
-            ``mask_reduction_ratio``, ``attention_dim``, ``num_heads``, ``mlp_units`` of every
-            :class:`DHENLayer`, and Keras ``Layer`` arguments.
+            ``mask_reduction_ratio``, ``attention_dim``, ``num_heads``, ``mlp_units``,
+            ``mlp_dropout`` of every :class:`DHENLayer`, and Keras ``Layer`` arguments.
 
     Input shape: [batch, sum(field_dims)]. Output shape: [batch, len(field_dims) * field_width].
     """
 
     _LAYER_OPTIONS = (
         "modules", "combine", "cross_projection_dim", "mask_reduction_ratio", "attention_dim",
-        "num_heads", "mlp_units",
+        "num_heads", "mlp_units", "mlp_dropout",
     )
 
     def __init__(

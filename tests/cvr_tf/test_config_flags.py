@@ -5,6 +5,7 @@ import datetime
 import pathlib
 import re
 
+import pytest
 from absl import app, flags
 
 from cvr_tf import config_flags, train, training
@@ -59,3 +60,40 @@ def test_flags_build_the_nested_config():
                                        loss="listwise_softmax")
     assert values["strategy"].help.endswith(": tf.distribute strategy; the cluster comes from "
                                             "TF_CONFIG.")
+
+
+def _backbone_config(values: flags.FlagValues, path: str) -> dict:
+    values(["job", "--data_dir=/d", "--model_dir=/m", f"--backbone_config={path}"])
+    return config_flags.build(training.TrainConfig, values, **_WINDOW).model.backbone_config
+
+
+def test_backbone_config_file_is_read_into_the_model_config(tmp_path):
+    (tmp_path / "dcn.json").write_text('{"cross": "low_rank", "rank": 32, "mlp": [64]}')
+    (tmp_path / "ens.yaml").write_text("members:\n  - dcnv2: {cross: mixture}\n  - masknet:\n"
+                                       "dropout: 0.1\n")
+    assert _backbone_config(_fresh_flags(), str(tmp_path / "dcn.json")) == {
+        "cross": "low_rank", "rank": 32, "mlp": [64]}
+    assert _backbone_config(_fresh_flags(), str(tmp_path / "ens.yaml")) == {
+        "members": [{"dcnv2": {"cross": "mixture"}}, {"masknet": None}], "dropout": 0.1}
+    (tmp_path / "empty.yaml").write_text("")
+    assert _backbone_config(_fresh_flags(), str(tmp_path / "empty.yaml")) == {}
+    values = _fresh_flags()
+    values(["job", "--data_dir=/d", "--model_dir=/m", "--dropout=0.2"])
+    model = config_flags.build(training.TrainConfig, values, **_WINDOW).model
+    assert (model.backbone_config, model.dropout) == ({}, 0.2)
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("bad.json", '{"cross": ', r"--backbone_config=\S+bad.json: \S+ is not valid JSON: "),
+    ("bad.yaml", "cross: [low_rank", r"--backbone_config=\S+bad.yaml: \S+ is not valid YAML: "),
+    ("list.yaml", "- cross\n", r"--backbone_config=\S+: \S+ must hold a mapping of backbone "
+                                r"options, got list$"),
+    (None, None, r"--backbone_config=\S+missing.yaml: cannot read '\S+': No such file"),
+])
+def test_backbone_config_file_errors_name_the_flag(tmp_path, name, text, message):
+    path = tmp_path / (name or "missing.yaml")
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(app.UsageError, match=message) as error:
+        _backbone_config(_fresh_flags(), str(path))
+    assert "\n" not in str(error.value)

@@ -101,6 +101,9 @@ def test_overwrite_never_wipes_a_directory_that_is_no_model_dir(simulated_spans,
 
 @pytest.mark.parametrize("change, message", [
     (dict(model=ModelConfig(backbone="transformer")), "--backbone.*unknown backbone"),
+    (dict(model=ModelConfig(backbone_config={"cross": "foo"})),
+     "--backbone_config.*: backbone_config.cross: 'foo' is not one of full, low_rank, mixture"),
+    (dict(model=ModelConfig(dropout=1.0)), "--dropout: dropout must be in \\[0, 1\\)"),
     (dict(eval_start="day3"), "eval window .* overlaps training window"),
     (dict(train_start="day5", train_end="day4"), "--train_end .* is before --train_start"),
     (dict(steps=0), "--steps must be positive"),
