@@ -3,7 +3,9 @@
 1. simulate 14 days of search logs (the documented world of ``pipelines.simulate``);
 2. build one TFRecord span per day with the Beam pipeline;
 3. fit the popularity baseline (smoothed item conversion rate) on the training days;
-4. train DCNv2 for one epoch, position-debiased (the default), and once without debiasing;
+4. train DCNv2 for up to two epochs, position-debiased (the default), and once without
+   debiasing, validating every half epoch on the held-out requests of the training days and
+   keeping the best validated checkpoint (early stopping);
 5. export the debiased model as a split SavedModel and start the local TF Serving-compatible
    server (``python -m serving.server``, a separate process) on 127.0.0.1;
 6. score every eval request through the gRPC client, check the served scores equal the offline
@@ -39,6 +41,7 @@ from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.baselines import evaluate_popularity, fit_popularity
+from cvr_tf.evaluation import count_examples
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
 from pipelines.simulate import simulate_logs
@@ -67,7 +70,8 @@ def step(title: str) -> Iterator[None]:
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| model | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            "n/a" if values[m] is None else f"{values[m]:.4f}" for m in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -143,6 +147,19 @@ def train_once(config: training.TrainConfig) -> dict:
     return training.train(config)
 
 
+def pass_steps(spans: str, start: datetime.date, end: datetime.date, batch_size: int = 1024
+               ) -> int:
+    """Training steps of one pass over the ``start..end`` spans at ``batch_size``."""
+    return count_examples(input_lib.list_spans(spans, start, end), "train") // batch_size
+
+
+def training_summary(record: dict) -> str:
+    """One line: steps run, the restored step, early stopping, throughput."""
+    stopped = ", stopped early" if record["stopped_early"] else ""
+    return (f"{record['train_steps']} steps, best validated step {record['best_step']} "
+            f"restored{stopped}; {record['train_examples_per_second']:,.0f} examples/s")
+
+
 def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: int) -> None:
     logs, spans = os.path.join(workdir, "logs"), os.path.join(workdir, "spans")
     last_day = FIRST_DAY + datetime.timedelta(days=days - 1)
@@ -165,17 +182,25 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
     config = training.TrainConfig(
         data_dir=spans, model_dir=os.path.join(workdir, "models", "dcnv2"),
         train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
-        model=ModelConfig(backbone="dcnv2"), epochs=1, seed=seed, log_every_steps=250)
-    with step(f"4. Training DCNv2 on {FIRST_DAY}..{train_end}, one epoch (position-debiased)"):
+        model=ModelConfig(backbone="dcnv2"), epochs=2, seed=seed, log_every_steps=250,
+        eval_every_steps=pass_steps(spans, FIRST_DAY, train_end) // 2,
+        early_stopping_metric="auc", early_stopping_patience=2)
+    with step(f"4. Training DCNv2 on {FIRST_DAY}..{train_end}, up to two epochs, validated "
+              "(position-debiased)"):
         record = train_once(config)
-        results["dcnv2 (debiased, served)"] = record["eval"]
-        print(f"   {record['train_steps']} steps, "
-              f"{record['train_examples_per_second']:,.0f} examples/s")
+        print(f"   {training_summary(record)}")
     with step("   ... and without position debiasing, for comparison"):
         plain = dataclasses.replace(config, model_dir=config.model_dir + "_no_debiasing",
                                     model=ModelConfig(backbone="dcnv2", position_debiasing=False))
-        results["dcnv2 (no debiasing)"] = train_once(plain)["eval"]
-    print(f"\nEval day {last_day} ({record['eval']['requests']} requests, "
+        plain_record = train_once(plain)
+        print(f"   {training_summary(plain_record)}")
+    validation = record["validation"]
+    print(f"\nValidation: the held-out {validation['requests']} requests of the training days "
+          f"(restored steps):\n" + metrics_table({
+              "dcnv2 (debiased)": validation, "dcnv2 (no debiasing)": plain_record["validation"]}))
+    results["dcnv2 (debiased, served)"] = record["eval"]
+    results["dcnv2 (no debiasing)"] = plain_record["eval"]
+    print(f"Test: eval day {last_day} ({record['eval']['requests']} requests, "
           f"{record['eval']['examples']} candidates):\n{metrics_table(results)}")
     print("Debiased scores rank as if every item were shown at the same position; the eval labels "
           "are position-biased, which favours models that absorb the position (see README).")

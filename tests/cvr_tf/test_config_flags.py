@@ -10,6 +10,7 @@ from absl import app, flags
 
 from cvr_tf import config_flags, train, training
 from cvr_tf.model import ModelConfig
+from cvr_tf.optimization import OptimizerConfig
 
 _README = pathlib.Path(__file__).parents[2] / "README.md"
 _WINDOW = dict(train_start=datetime.date(2026, 1, 1), train_end=datetime.date(2026, 1, 7),
@@ -22,7 +23,7 @@ def _readme_training_flags() -> set[str]:
                         re.M | re.S)
     assert section, "README.md has no training-job section"
     commands = re.findall(r"python -m cvr_tf\.train(?:[^\n]*\\\n)*[^\n]*", text)
-    return set(re.findall(r"--([a-z_]+)", section.group(1) + "\n".join(commands)))
+    return set(re.findall(r"--([a-z0-9_]+)", section.group(1) + "\n".join(commands)))
 
 
 def test_every_flag_readme_shows_for_the_training_job_exists():
@@ -44,10 +45,11 @@ def test_defaults_are_the_config_defaults():
     values(["job", "--data_dir=/d", "--model_dir=/m"])
     assert config_flags.build(training.TrainConfig, values, **_WINDOW) == training.TrainConfig(
         data_dir="/d", model_dir="/m", **_WINDOW)
+    nested = {"model": ModelConfig, "optimization": OptimizerConfig}
     assert set(values) == ({config_flags.flag_name(f)
                             for f in dataclasses.fields(training.TrainConfig)}
-                           - set(_WINDOW) - {"model"} | {f.name for f in
-                                                         dataclasses.fields(ModelConfig)})
+                           - set(_WINDOW) - set(nested)
+                           | {f.name for cls in nested.values() for f in dataclasses.fields(cls)})
 
 
 def test_flags_build_the_nested_config():
