@@ -200,6 +200,11 @@ class Feature:
         raise NotImplementedError
 
     @property
+    def computes_statistics(self) -> bool:
+        """Whether the pipeline describes this column (:mod:`cvr_tf.statistics`)."""
+        return False
+
+    @property
     def needs_statistics(self) -> bool:
         """Whether numbers of the spec come from a training window (``auto``, ``quantiles:N``)."""
         return False

@@ -29,7 +29,9 @@ import numpy as np
 
 from cvr_tf.features.base import Feature
 
-TRANSFORMS = ("identity", "log1p")
+# transform -> its numpy form, for the pipeline's statistics (the model's is in `embed`).
+NUMPY_TRANSFORMS = {"identity": lambda v: v, "log1p": lambda v: np.log1p(np.maximum(v, 0.0))}
+TRANSFORMS = tuple(NUMPY_TRANSFORMS)
 NORMALIZATIONS = ("auto",)
 _QUANTILES = re.compile(r"quantiles:(\d+)")
 
@@ -107,6 +109,10 @@ class NumericFeature(Feature):
         return (*super().table_signature(), self.boundaries)
 
     @property
+    def computes_statistics(self) -> bool:
+        return True
+
+    @property
     def needs_statistics(self) -> bool:
         return self.normalization is not None or isinstance(self.boundaries, str)
 
@@ -164,4 +170,4 @@ class NumericFeature(Feature):
             domain.max = self.max_value if is_float else int(self.max_value)
 
 
-__all__ = ["NORMALIZATIONS", "NumericFeature", "TRANSFORMS"]
+__all__ = ["NORMALIZATIONS", "NUMPY_TRANSFORMS", "NumericFeature", "TRANSFORMS"]
