@@ -45,7 +45,7 @@ class FeatureEmbedding(keras.layers.Layer):
                  embeddings_initializer: Any = "uniform", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._feature_configs = [dict(f) for f in features]
-        self._features = [Feature(**f) for f in self._feature_configs]
+        self._features = [Feature.from_dict(f) for f in self._feature_configs]
         if not self._features:
             raise ValueError("FeatureEmbedding needs at least one feature")
         self._vocabularies = {t: list(v) for t, v in (vocabularies or {}).items()}

@@ -16,12 +16,20 @@ coerced.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
+
+from absl import logging
 
 DTYPES = ("string", "int64", "float32")
 
 _REGISTRY: dict[str, type[Feature]] = {}
+# Fields of the one class every kind shared before the kinds were split. On a kind without them
+# they never had an effect (the old validation let them through), so a spec or a saved model
+# holding them still loads: they are dropped with a warning. The vocabulary sources were refused
+# on kinds without a vocabulary unless null, and still are.
+_OLD_SHARED_FIELDS = ("combiner", "max_tokens", "boundaries", "transform", "mean", "std")
+_OLD_VOCABULARY_FIELDS = ("vocabulary_size", "vocabulary_file", "hash_buckets")
 
 
 class FeatureSpecError(ValueError):
@@ -140,6 +148,27 @@ class Feature:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Feature:
+        """The feature of a dict (``name`` and ``kind`` present), as specs and layer configs
+        hold them; unknown fields are refused naming the kind's fields."""
+        name, kind = raw["name"], raw["kind"]
+        target = kind_class(kind, name)
+        fields = set(target.field_names())
+        values = dict(raw)
+        for field in [f for f in values if f not in fields]:
+            if field in _OLD_SHARED_FIELDS or (field in _OLD_VOCABULARY_FIELDS
+                                               and values[field] is None):
+                logging.warning("feature %r: ignoring %s, which has no effect on a %s feature; "
+                                "drop it from the spec", name, field, kind)
+                del values[field]
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise FeatureSpecError(
+                f"feature {name!r}: unknown field(s) {', '.join(unknown)} for a {kind} "
+                f"feature; its fields are {', '.join(sorted(fields))}")
+        return target(**values)
 
     # ------------------------------------------------------------------------------------------
     # Hooks a kind overrides

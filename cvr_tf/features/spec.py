@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from cvr_tf.features.base import Feature, FeatureSpecError, kind_class, registered_kinds
+from cvr_tf.features.base import Feature, FeatureSpecError, registered_kinds
 
 # The pipeline writes at most this many times `vocabulary_size` tokens per vocabulary, so that a
 # model trained with vocab_scale up to this factor finds the tokens it needs.
@@ -281,13 +281,7 @@ def spec_from_dict(data: Mapping[str, Any], base_dir: str = "") -> FeatureSpec:
         if "kind" not in raw:
             raise FeatureSpecError(f"feature {name!r}: missing 'kind' (one of "
                                    f"{', '.join(registered_kinds())})")
-        cls = kind_class(raw["kind"], name)
-        unknown = sorted(set(raw) - set(cls.field_names()))
-        if unknown:
-            raise FeatureSpecError(
-                f"feature {name!r}: unknown field(s) {', '.join(unknown)} for a {raw['kind']} "
-                f"feature; its fields are {', '.join(sorted(cls.field_names()))}")
-        features.append(cls(**raw))
+        features.append(Feature.from_dict(raw))
     extra = sorted(set(data) - {"features", "label", "group_key", "weight"})
     if extra:
         raise FeatureSpecError(f"unknown top-level spec field(s): {', '.join(extra)}")

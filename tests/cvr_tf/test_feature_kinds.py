@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from cvr_tf.compat import keras, tf
+from cvr_tf.embedding import FeatureEmbedding
 from cvr_tf.features import (
     KINDS,
     CategoricalFeature,
@@ -40,8 +41,8 @@ def test_feature_builds_the_class_of_its_kind():
 @pytest.mark.parametrize("feature, message", [
     ({"name": "x", "kind": "numeric", "dtype": "float32", "hash_buckets": 3},
      "feature 'x': unknown field\\(s\\) hash_buckets for a numeric feature; its fields are "),
-    ({"name": "x", "kind": "categorical", "hash_buckets": 3, "max_tokens": 2},
-     "unknown field\\(s\\) max_tokens for a categorical feature"),
+    ({"name": "x", "kind": "categorical", "hash_buckets": 3, "colour": "red"},
+     "unknown field\\(s\\) colour for a categorical feature"),
     ({"name": "x", "kind": "categorical", "vocabulary_size": 3, "min_count": 0},
      "feature 'x': min_count must be positive, got 0"),
     ({"name": "x", "kind": "categorical", "hash_buckets": 3, "min_count": 2},
@@ -64,6 +65,20 @@ def test_feature_builds_the_class_of_its_kind():
 def test_kind_validation_names_the_feature_and_the_fix(feature, message):
     with pytest.raises(FeatureSpecError, match=message):
         spec_from_dict({"features": [feature]})
+
+
+def test_fields_of_the_old_single_class_without_effect_still_load():
+    # Specs and saved layer configs written when every kind shared one class may hold fields
+    # that never applied to their kind; they are dropped (with a warning), never an error.
+    old = {"name": "x", "kind": "categorical", "hash_buckets": 3, "max_tokens": 2, "mean": 1.0}
+    assert Feature.from_dict(old).to_dict() == {"name": "x", "kind": "categorical",
+                                                "hash_buckets": 3}
+    price = {"name": "p", "kind": "numeric", "dtype": "float32", "vocabulary_size": None,
+             "combiner": "sum"}
+    assert spec_from_dict({"features": [price]}).feature("p") == Feature("p", "numeric",
+                                                                         dtype="float32")
+    layer = FeatureEmbedding(features=[old, price])
+    assert layer.field_dims == [16, 1]
 
 
 def test_row_counts_per_kind():
