@@ -86,6 +86,20 @@ def test_missing_column_and_vocabulary_are_named():
         FeatureEmbedding.from_spec(SPEC, {"brand": ["a"], "terms": ["b"]})
 
 
+def test_layer_config_keeps_the_feature_dicts_saved_models_hold():
+    # model_config.json and SavedModels store these dicts: the format must not change.
+    config = FeatureEmbedding.from_spec(SPEC, VOCABS).get_config()
+    assert config["features"][:2] == [
+        {"name": "brand", "kind": "categorical", "embedding_dim": 2, "vocabulary_size": 10},
+        {"name": "query_terms", "kind": "text", "column": "query", "embedding_dim": 2,
+         "shared_embedding": "terms", "vocabulary_size": 10, "max_tokens": 2}]
+    assert config["features"][3:5] == [
+        {"name": "price_log", "kind": "numeric", "column": "price", "dtype": "float32",
+         "transform": "log1p", "mean": 1.0, "std": 2.0},
+        {"name": "price_bucket", "kind": "numeric", "column": "price", "dtype": "float32",
+         "embedding_dim": 1, "boundaries": [1.0, 10.0]}]
+
+
 def test_serialization_round_trip():
     layer = _layer_with_known_tables()
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
