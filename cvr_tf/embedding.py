@@ -14,6 +14,9 @@ bucket of the boundaries):
   ``e_i = s / max(m, 1)`` (mean), ``s`` (sum) or ``s / sqrt(max(m, 1))`` (sqrtn)
 * bucketized numeric: ``e_i = E_t[bucket(x_i)]``
 * normalized numeric: ``e_i = (g(x_i) - mean) / std`` with ``g`` identity or log1p.
+
+Each kind computes its own lookup and field (:meth:`cvr_tf.features.Feature.make_lookup`,
+:meth:`~cvr_tf.features.Feature.embed`); this layer owns the tables and the concatenation.
 """
 
 from __future__ import annotations
@@ -22,16 +25,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cvr_tf.compat import keras, register_keras_serializable, tf
-from cvr_tf.features import Feature
-from cvr_tf.tokenizer import tokenize
+from cvr_tf.features import Feature, FeatureSpec, FeatureSpecError
 
 
 @register_keras_serializable(package="cvr_tf")
 class FeatureEmbedding(keras.layers.Layer):
     """Maps a dict of raw column tensors ``[batch]`` to ``[batch, sum(field_dims)]``.
 
-    Build it with :meth:`cvr_tf.features.FeatureSpec.embedding_layer`, which checks the spec and
-    supplies the vocabularies.
+    Build it with :meth:`from_spec`, which checks the spec and supplies the vocabularies.
 
     Args:
       features: the features, as ``Feature.to_dict()`` mappings, in field order.
@@ -44,7 +45,7 @@ class FeatureEmbedding(keras.layers.Layer):
                  embeddings_initializer: Any = "uniform", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._feature_configs = [dict(f) for f in features]
-        self._features = [Feature(**f) for f in self._feature_configs]
+        self._features = [Feature.from_dict(f) for f in self._feature_configs]
         if not self._features:
             raise ValueError("FeatureEmbedding needs at least one feature")
         self._vocabularies = {t: list(v) for t, v in (vocabularies or {}).items()}
@@ -55,22 +56,40 @@ class FeatureEmbedding(keras.layers.Layer):
                 table_features.setdefault(f.table, f)
         # Assigned whole: Keras wraps dict attributes for tracking, and setdefault bypasses it.
         self._table_features = table_features
-        self._lookups = {table: self._make_lookup(f) for table, f in self._table_features.items()
-                         if f.kind != "numeric"}
+        lookups = {table: f.make_lookup(self._vocabularies.get(table))
+                   for table, f in self._table_features.items()}
+        self._lookups = {table: lookup for table, lookup in lookups.items() if lookup is not None}
         self.tables: dict[str, tf.Variable] = {}
 
-    def _make_lookup(self, f: Feature) -> keras.layers.Layer:
-        if f.hash_buckets is not None:
-            return keras.layers.Hashing(num_bins=f.hash_buckets, name=f"{f.table}_hashing")
-        if f.table not in self._vocabularies:
-            raise ValueError(f"feature {f.name!r}: no vocabulary for table {f.table!r}")
-        tokens = self._vocabularies[f.table]
-        if f.dtype == "int64":
-            return keras.layers.IntegerLookup(vocabulary=[int(t) for t in tokens],
-                                              num_oov_indices=1, mask_token=None,
-                                              name=f"{f.table}_lookup")
-        return keras.layers.StringLookup(vocabulary=tokens, num_oov_indices=1, mask_token=None,
-                                         name=f"{f.table}_lookup")
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec,
+                  vocabularies: Mapping[str, Sequence[str]] | None = None,
+                  train_only: bool = False, name: str | None = None) -> FeatureEmbedding:
+        """The layer of ``spec``'s serving (or ``train_only``) features.
+
+        Args:
+          spec: a spec whose window statistics are resolved (:mod:`cvr_tf.resolve`).
+          vocabularies: table -> tokens, from ``spec.load_vocabularies`` or the window.
+          train_only: build the training-only features' layer instead of the serving one.
+          name: layer name (default ``feature_embedding`` / ``train_only_embedding``).
+        """
+        features = spec.train_only_features if train_only else spec.serving_features
+        vocabularies = dict(vocabularies or {})
+        needed = {f.table for f in features if f.uses_vocabulary}
+        missing = sorted(needed - set(vocabularies))
+        if missing:
+            raise FeatureSpecError(
+                f"no vocabulary given for table(s) {', '.join(missing)}; load them with "
+                "spec.load_vocabularies(<pipeline output>/vocab/<window>)")
+        unresolved = [f.name for f in features if f.needs_statistics]
+        if unresolved:
+            raise FeatureSpecError(
+                f"feature(s) {', '.join(unresolved)} take numbers from a training window "
+                "(normalization auto / quantiles:N); resolve the spec first with "
+                "cvr_tf.resolve.resolve_for_window(spec, data_dir, start, end)")
+        return cls(features=[f.to_dict() for f in features],
+                   vocabularies={t: list(vocabularies[t]) for t in sorted(needed)},
+                   name=name or ("train_only_embedding" if train_only else "feature_embedding"))
 
     def table_rows(self, table: str) -> int:
         return self._table_features[table].table_rows(self._vocabularies.get(table))
@@ -105,29 +124,6 @@ class FeatureEmbedding(keras.layers.Layer):
         """Tokens of a vocabulary table; row ``i + 1`` of its embedding is token ``i``."""
         return list(self._vocabularies[table])
 
-    def _field(self, f: Feature, x: tf.Tensor) -> tf.Tensor:
-        if f.kind == "numeric":
-            values = tf.cast(x, tf.float32)
-            if f.boundaries is None:
-                if f.transform == "log1p":
-                    values = tf.math.log1p(tf.maximum(values, 0.0))
-                return tf.expand_dims((values - f.mean) / f.std, -1)
-            ids = tf.raw_ops.Bucketize(input=values, boundaries=list(f.boundaries))
-            return tf.nn.embedding_lookup(self.tables[f.table], ids)
-        lookup = self._lookups[f.table]
-        if f.kind == "categorical":
-            return tf.nn.embedding_lookup(self.tables[f.table], lookup(x))
-        tokens = tokenize(x, f.max_tokens)
-        ids = lookup(tokens)
-        vectors = tf.nn.embedding_lookup(self.tables[f.table], ids.flat_values)
-        summed = tf.math.unsorted_segment_sum(vectors, ids.value_rowids(), ids.nrows())
-        count = tf.cast(tf.maximum(ids.row_lengths(), 1), tf.float32)[:, None]
-        if f.combiner == "mean":
-            return summed / count
-        if f.combiner == "sqrtn":
-            return summed / tf.sqrt(count)
-        return summed
-
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         missing = [c for c in self.input_columns if c not in inputs]
         if missing:
@@ -138,7 +134,7 @@ class FeatureEmbedding(keras.layers.Layer):
             x = inputs[f.column]
             if x.shape.rank == 2:
                 x = tf.squeeze(x, axis=-1)
-            fields.append(self._field(f, x))
+            fields.append(f.embed(x, self.tables.get(f.table), self._lookups.get(f.table)))
         return tf.concat(fields, axis=-1)
 
     def get_config(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 from cvr_tf import losses as losses_lib
 from cvr_tf.backbones import Backbone, build_backbone, json_form, read_options_file
 from cvr_tf.compat import keras, register_keras_serializable, tf
+from cvr_tf.embedding import FeatureEmbedding
 from cvr_tf.features import FeatureSpec, spec_from_dict
 from cvr_tf.optimization import embedding_l2_penalty
 
@@ -82,7 +83,7 @@ class CVRModel(keras.Model):
 
         serving_inputs = spec.keras_inputs()
         self._serving_column_names = list(serving_inputs)
-        embedding = spec.embedding_layer(self.vocabularies)
+        embedding = FeatureEmbedding.from_spec(spec, self.vocabularies)
         self.embedding_part = keras.Model(serving_inputs, embedding(serving_inputs),
                                           name="embedding_part")
 
@@ -108,7 +109,7 @@ class CVRModel(keras.Model):
             bias_inputs = {c: keras.Input(shape=(), dtype=d, name=c)
                            for c, d in spec.column_dtypes().items() if c in bias_columns}
             self._bias_column_names = list(bias_inputs)
-            bias_embedding = spec.embedding_layer(self.vocabularies, train_only=True)
+            bias_embedding = FeatureEmbedding.from_spec(spec, self.vocabularies, train_only=True)
             self._bias_embedding = bias_embedding
             bias_logit = keras.layers.Dense(1, name="bias_logit")(bias_embedding(bias_inputs))
             self.bias_tower = keras.Model(bias_inputs, keras.layers.Reshape(())(bias_logit),

@@ -32,10 +32,7 @@ def spec_fingerprint(spec: FeatureSpec) -> str:
 
 def self_contained(spec: FeatureSpec) -> FeatureSpec:
     """The spec with relative ``vocabulary_file`` paths made absolute (against its base_dir)."""
-    features = tuple(
-        dataclasses.replace(f, vocabulary_file=os.path.abspath(
-            os.path.join(spec.base_dir, os.path.expanduser(f.vocabulary_file))))
-        if f.vocabulary_file else f for f in spec.features)
+    features = tuple(f.with_base_dir(spec.base_dir) for f in spec.features)
     return dataclasses.replace(spec, features=features, base_dir="")
 
 

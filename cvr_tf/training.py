@@ -35,10 +35,10 @@ from cvr_tf.evaluation import count_examples, evaluate_window
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimizers
+from cvr_tf.resolve import resolve_for_window
 from cvr_tf.resume import Backup, PeriodicBackup
 from cvr_tf.span_spec import spec_for_training
 from cvr_tf.validation import SELECTION_METRICS, ValidationMonitor
-from cvr_tf.vocabulary import window_vocabularies
 
 
 class ConfigError(ValueError):
@@ -207,7 +207,9 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
                       ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """(scaled spec dict, vocabularies): the model dir's when resuming, else built anew.
 
-    New vocabularies come from the training window only, so they never see eval days.
+    New vocabularies and the spec's window numbers (``normalization: auto``, ``quantiles:N``)
+    come from the training window only, so they never see eval days; the returned spec holds
+    them, so the model dir records the values used and serving applies the same ones.
     """
     if model_dir_lib.has_model_definition(config.model_dir):
         spec_dict, recorded, vocabularies = model_dir_lib.read_model_definition(config.model_dir)
@@ -216,9 +218,14 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
                 f"{config.model_dir} holds a model with {recorded}, not {config.model}; pick a "
                 "new --model_dir, or --warm_start_from the old one")
         return spec_dict, vocabularies
-    scaled = spec.scaled(embedding_dim_scale=config.model.embedding_dim_scale,
-                         vocab_scale=config.model.vocab_scale)
-    vocabularies = window_vocabularies(config.data_dir, spec, config.train_start, config.train_end)
+    try:
+        resolved, vocabularies = resolve_for_window(spec, config.data_dir, config.train_start,
+                                                    config.train_end)
+    except (FileNotFoundError, FeatureSpecError) as error:
+        raise ConfigError(f"training window {config.train_start}..{config.train_end}: "
+                          f"{error}") from error
+    scaled = resolved.scaled(embedding_dim_scale=config.model.embedding_dim_scale,
+                             vocab_scale=config.model.vocab_scale)
     return scaled.to_dict(), scaled.cut_vocabularies(vocabularies)
 
 

@@ -6,13 +6,15 @@ days is then a merge of those counts, so the training job builds its vocabularie
 its training window and never from evaluation days:
 
     counts(token) = sum over spans d in [start, end] of counts_d(token)
-    vocabulary    = the K most frequent tokens, ties broken by token (code-point order),
+    vocabulary    = the K most frequent tokens with counts(token) >= min_count, ties broken by
+                    token (code-point order),
     K             = MAX_VOCAB_SCALE * vocabulary_size
 
 written one token per line, most frequent first (the model adds its out-of-vocabulary row).
 
-Tokens are what the model looks up (see :mod:`cvr_tf.embedding`): a categorical column's value
-(int64 values as decimal strings); for a ``text`` feature, the first ``max_tokens`` tokens of
+Tokens are what the model looks up, as each kind defines them
+(:meth:`cvr_tf.features.Feature.vocabulary_tokens`): a categorical column's value (int64 values
+as decimal strings); for a ``text`` feature, the first ``max_tokens`` tokens of
 :func:`cvr_tf.tokenizer.tokenize`, the very function the model runs. Empty tokens and tokens
 holding a line break are never counted: a line-based vocabulary file cannot hold them, so the
 model maps them to the OOV row.
@@ -30,7 +32,6 @@ import pyarrow.compute as pc
 
 from cvr_tf.features import MAX_VOCAB_SCALE, Feature, FeatureSpec
 from cvr_tf.input import list_spans
-from cvr_tf.tokenizer import arrow_tokens
 
 TOKEN_COUNTS_DIR = "token_counts"
 VOCAB_DIR = "vocab"
@@ -50,12 +51,7 @@ def feature_tokens(values: pa.Array | pa.ChunkedArray, feature: Feature) -> pa.A
     """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    values = values.drop_null()
-    if feature.kind == "text":  # the tokenizer drops empty tokens and splits at line breaks
-        return arrow_tokens(values, feature.max_tokens)
-    tokens = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
-    line_break = pc.or_(pc.match_substring(tokens, "\n"), pc.match_substring(tokens, "\r"))
-    return tokens.filter(pc.and_(pc.not_equal(tokens, ""), pc.invert(line_break)))
+    return feature.vocabulary_tokens(values.drop_null())
 
 
 def count_tokens(table: pa.Table, spec: FeatureSpec) -> TokenCounts:
@@ -85,9 +81,12 @@ def merge_token_counts(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> Toke
     return merged
 
 
-def ranked_tokens(counts: Mapping[str, int], limit: int | None = None) -> list[str]:
-    """Tokens by decreasing count, ties by token; at most ``limit`` of them."""
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+def ranked_tokens(counts: Mapping[str, int], limit: int | None = None,
+                  min_count: int = 1) -> list[str]:
+    """Tokens by decreasing count, ties by token; at most ``limit`` of them, each counted at
+    least ``min_count`` times."""
+    ranked = sorted(((token, count) for token, count in counts.items() if count >= min_count),
+                    key=lambda item: (-item[1], item[0]))
     return [token for token, _ in ranked[:limit]]
 
 
@@ -143,7 +142,7 @@ def window_vocabularies(data_dir: str | os.PathLike, spec: FeatureSpec, start: d
     Args:
       data_dir: the pipeline's output directory.
       spec: feature spec; its ``vocabulary_tables()`` are computed, K as in
-        :func:`vocabulary_limits`.
+        :func:`vocabulary_limits`, without tokens counted fewer than ``min_count`` times.
       start: first day, inclusive.
       end: last day, inclusive.
 
@@ -155,7 +154,8 @@ def window_vocabularies(data_dir: str | os.PathLike, spec: FeatureSpec, start: d
         read_token_counts(os.path.join(span, TOKEN_COUNTS_DIR), tables)
         for span in list_spans(data_dir, start, end))
     limits = vocabulary_limits(spec)
-    return {name: ranked_tokens(counts.get(name, {}), limits[name]) for name in tables}
+    return {name: ranked_tokens(counts.get(name, {}), limits[name], features[0].min_count)
+            for name, features in tables.items()}
 
 
 def write_vocabularies(directory: str | os.PathLike,

@@ -6,7 +6,7 @@ The per-chunk work of the pipeline, free of Beam so it can be called and tested 
              --label-----> converted (attribution join, or a label column of the logs)
              --hash------> split (train/eval) and shard of each row, by request
              --encode----> serialized tf.Examples (tfx-bsl, whole table at once)
-             --count-----> vocabulary token counts of the train rows
+             --count-----> vocabulary token counts and numeric statistics of the train rows
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from cvr_tf.features import FeatureSpec
+from cvr_tf.statistics import Statistics, compute_statistics
 from cvr_tf.vocabulary import TokenCounts, count_tokens
 from pipelines.encode import ExampleEncoder, eval_mask, request_hashes, shard_indices
 from pipelines.labels import ITEM_ID, JOIN_KEYS, REQUEST_ID, TS, attribute_conversions
@@ -34,12 +35,14 @@ class ChunkOutput:
       stats: row accounting of the chunk.
       token_counts: table -> token -> count over the chunk's train rows.
       rejected: dead-letter rows.
+      statistics: numeric column -> statistics of the chunk's train rows.
     """
 
     shards: dict[tuple[str, int], np.ndarray]
     stats: SpanStats
     token_counts: TokenCounts
     rejected: pa.Table
+    statistics: Statistics = dataclasses.field(default_factory=dict)
 
 
 class ImpressionProcessor:
@@ -126,11 +129,13 @@ class ImpressionProcessor:
             column: pa.array(labels) if column == self.spec.label else rows.column(column)
             for column in self.spec.log_columns()})
         records = self._encoder.encode(examples)
+        train_rows = rows.filter(pa.array(~is_eval))
         return ChunkOutput(
             shards=_group_by_shard(records, is_eval, shard_indices(hashes, num_shards)),
             stats=_stats(validated, labels, is_eval),
-            token_counts=count_tokens(rows.filter(pa.array(~is_eval)), self.spec),
-            rejected=validated.rejected)
+            token_counts=count_tokens(train_rows, self.spec),
+            rejected=validated.rejected,
+            statistics=compute_statistics(train_rows, self.spec))
 
 
 def _group_by_shard(records: np.ndarray, is_eval: np.ndarray, shards: np.ndarray

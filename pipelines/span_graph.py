@@ -5,7 +5,8 @@
     conversion row groups -> read -> validate -> distinct per day ---------+ (side input)
     impression row groups -> read -> validate, label, split, encode, count -> part files;
         group by (day, split, shard) -> assemble shard -+-> per day: stats, token counts,
-                                                        |   dead letters, _SUCCESS, publish
+                                                        |   numeric statistics, dead letters,
+                                                        |   _SUCCESS, publish
     unknown date partitions and rejected conversions -> dead_letter/<kind>/<partition>.jsonl,
                                                         and a report per partition
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 from absl import logging
 
 from cvr_tf.input import span_path
+from cvr_tf.statistics import merge_statistics
 from cvr_tf.vocabulary import merge_token_counts
 from pipelines.chunks import ImpressionProcessor
 from pipelines.labels import QUANTITY, TS, conversion_days, distinct_conversions
@@ -85,7 +87,7 @@ class SpanGraph:
             | "ProcessImpressions" >> beam.ParDo(
                 _ProcessImpressions(self.processor, self.output, self.run_id, self.shards),
                 conversions=beam.pvalue.AsDict(conversions_by_day))
-            .with_outputs("stats", "tokens", "rejected", main="records"))
+            .with_outputs("stats", "tokens", "statistics", "rejected", main="records"))
         written = (chunks.records | "GroupShards" >> beam.GroupByKey()
                    | "AssembleShards" >> beam.ParDo(_AssembleShard(self.output, self.run_id,
                                                                    self.shards)))
@@ -95,6 +97,8 @@ class SpanGraph:
             "stats": chunks.stats | "MergeStats" >> beam.CombinePerKey(merge_stats),
             "tokens": chunks.tokens | "MergeTokenCounts" >> beam.CombinePerKey(
                 merge_token_counts),
+            "statistics": chunks.statistics | "MergeStatistics" >> beam.CombinePerKey(
+                merge_statistics),
             "rejected": chunks.rejected,
         }
         _ = (per_day | "JoinPerDay" >> beam.CoGroupByKey()
@@ -171,6 +175,7 @@ class _ProcessImpressions(beam.DoFn):
                      out.stats.rows_rejected, out.stats.positives)
         yield beam.pvalue.TaggedOutput("stats", (key, out.stats))
         yield beam.pvalue.TaggedOutput("tokens", (key, out.token_counts))
+        yield beam.pvalue.TaggedOutput("statistics", (key, out.statistics))
         if out.rejected.num_rows:
             yield beam.pvalue.TaggedOutput("rejected", (key, (chunk_id, out.rejected)))
 
@@ -229,7 +234,8 @@ class _CompleteSpan(beam.DoFn):
         counts = merge_token_counts(grouped["tokens"])
         counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}
         staging = staging_dir(self._output, self._run_id, day)
-        complete_span(staging, self._shards[key], metadata, counts, rejected, processor.spec)
+        complete_span(staging, self._shards[key], metadata, counts, rejected, processor.spec,
+                      statistics=merge_statistics(grouped["statistics"]))
         publish_span(staging, span_path(self._output, day))
         logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
                      "rejected %s, %d positives.", key, stats.rows_in, stats.rows_written,

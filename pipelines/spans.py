@@ -5,9 +5,9 @@ when everything is in it::
 
     1. shards       train-SSSSS-of-NNNNN.tfrecord.gz, eval-SSSSS-of-NNNNN.tfrecord.gz, each
                     the concatenation of the parts its chunks wrote (in _parts/)
-    2. metadata     stats.json, token_counts/<table>.tsv, feature_spec.json (the spec that
-                    built the span, see cvr_tf.span_spec), dead_letter-00000-of-00001.jsonl;
-                    _parts/ deleted
+    2. metadata     stats.json, token_counts/<table>.tsv, numeric_statistics.json (see
+                    cvr_tf.statistics), feature_spec.json (the spec that built the span, see
+                    cvr_tf.span_spec), dead_letter-00000-of-00001.jsonl; _parts/ deleted
     3. _SUCCESS     last
     4. rename       staging -> <output>/span=D (an existing span is first renamed aside, then
                     deleted once the new one is in place)
@@ -42,6 +42,7 @@ from cvr_tf.input import (
     span_path,
 )
 from cvr_tf.span_spec import write_span_spec
+from cvr_tf.statistics import ColumnStatistics, write_statistics
 from cvr_tf.vocabulary import TOKEN_COUNTS_DIR, write_token_counts
 from pipelines.validation import dead_letter_lines
 
@@ -211,7 +212,8 @@ def assemble_shard(staging: str, split: str, shard: int, num_shards: int,
 
 def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                   token_counts: Mapping[str, Mapping[str, int]],
-                  rejected: Sequence[pa.Table], spec: FeatureSpec) -> None:
+                  rejected: Sequence[pa.Table], spec: FeatureSpec, *,
+                  statistics: Mapping[str, ColumnStatistics] | None = None) -> None:
     """Writes a staged span's metadata, empty files for shards without rows, then ``_SUCCESS``.
 
     Args:
@@ -221,6 +223,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
       token_counts: table -> token -> count of the span's train split.
       rejected: dead-letter tables, written in order to one JSON-lines file.
       spec: the feature spec that built the span, recorded in it (:mod:`cvr_tf.span_spec`).
+      statistics: numeric column -> statistics of the span's train split (none: no column).
     """
     os.makedirs(directory, exist_ok=True)
     for split in SPLITS:
@@ -230,6 +233,7 @@ def complete_span(directory: str, num_shards: int, stats: Mapping[str, object],
                 write_records(path, [])
     shutil.rmtree(os.path.join(directory, PARTS_DIR), ignore_errors=True)
     write_token_counts(os.path.join(directory, TOKEN_COUNTS_DIR), token_counts)
+    write_statistics(directory, statistics or {})
     write_span_spec(directory, spec)
     if any(table.num_rows for table in rejected):
         write_dead_letters(os.path.join(directory, DEAD_LETTER_FILE), rejected)

@@ -30,35 +30,15 @@ MAX_WARMUP_RECORDS = 1000  # tensorflow_model_server's limit
 def synthetic_features(
     spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]], rows: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Plausible raw serving columns: vocabulary tokens, short texts, prices in range."""
+    """Plausible raw serving columns, as each kind makes them (``Feature.warmup_values``):
+    vocabulary tokens, short texts, numbers in the valid range."""
     rng = np.random.default_rng(seed)
     columns: dict[str, np.ndarray] = {}
     for f in spec.serving_features:
         if f.column in columns:
             continue
         tokens = list(vocabularies.get(f.table or "", ())) or [f"{f.name}_{i}" for i in range(8)]
-        if f.kind == "categorical":
-            picks = rng.choice(len(tokens), size=rows)
-            values = [tokens[i] for i in picks]
-            columns[f.column] = (
-                np.array(values, dtype=np.int64)
-                if f.dtype == "int64"
-                else np.array([v.encode() for v in values], dtype=object)
-            )
-        elif f.kind == "text":
-            picks = rng.choice(len(tokens), size=(rows, 2))
-            columns[f.column] = np.array(
-                [f"{tokens[a]} {tokens[b]}".encode() for a, b in picks], dtype=object
-            )
-        else:
-            low = f.min_value if f.min_value is not None else 0.0
-            high = f.max_value if f.max_value is not None else low + 100.0
-            values = rng.uniform(low, high, size=rows)
-            columns[f.column] = (
-                np.round(values).astype(np.int64)
-                if f.dtype == "int64"
-                else values.astype(np.float32)
-            )
+        columns[f.column] = f.warmup_values(rng, tokens, rows)
     return columns
 
 

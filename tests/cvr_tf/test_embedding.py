@@ -26,7 +26,7 @@ VOCABS = {"brand": ["acme", "zeta"], "terms": ["red", "shoe", "blue"], "shop": [
 
 
 def _layer_with_known_tables() -> FeatureEmbedding:
-    layer = SPEC.embedding_layer(VOCABS)
+    layer = FeatureEmbedding.from_spec(SPEC, VOCABS)
     layer(_batch())
     # Row 0 of every vocabulary table is the out-of-vocabulary row.
     layer.tables["brand"].assign([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]])
@@ -59,17 +59,17 @@ def test_exact_outputs_on_known_tables():
 
 
 def test_field_layout_and_train_only_layer():
-    layer = SPEC.embedding_layer(VOCABS)
+    layer = FeatureEmbedding.from_spec(SPEC, VOCABS)
     assert layer.field_dims == [2, 2, 2, 1, 1, 1] and layer.output_dim == 9
     assert layer.input_columns == ["brand", "query", "title", "price", "shop"]
-    bias = SPEC.embedding_layer(VOCABS, train_only=True)
+    bias = FeatureEmbedding.from_spec(SPEC, VOCABS, train_only=True)
     out = bias({"position": tf.constant([1, 2, 9], dtype=tf.int64)})
     assert out.shape == (3, 1)
     assert [v.name for v in bias.weights] == ["train_only_embedding/position_embedding:0"]
 
 
 def test_table_rows_and_parameter_count_match_spec():
-    layer = SPEC.embedding_layer(VOCABS)
+    layer = FeatureEmbedding.from_spec(SPEC, VOCABS)
     layer(_batch())
     assert {t: v.shape.as_list() for t, v in layer.tables.items()} == {
         "brand": [3, 2], "terms": [4, 2], "price_bucket": [3, 1], "shop": [3, 1]}
@@ -77,13 +77,27 @@ def test_table_rows_and_parameter_count_match_spec():
 
 
 def test_missing_column_and_vocabulary_are_named():
-    layer = SPEC.embedding_layer(VOCABS)
+    layer = FeatureEmbedding.from_spec(SPEC, VOCABS)
     batch = _batch()
     del batch["title"]
     with pytest.raises(ValueError, match="missing input column\\(s\\) title"):
         layer(batch)
     with pytest.raises(ValueError, match="no vocabulary given for table\\(s\\) shop"):
-        SPEC.embedding_layer({"brand": ["a"], "terms": ["b"]})
+        FeatureEmbedding.from_spec(SPEC, {"brand": ["a"], "terms": ["b"]})
+
+
+def test_layer_config_keeps_the_feature_dicts_saved_models_hold():
+    # model_config.json and SavedModels store these dicts: the format must not change.
+    config = FeatureEmbedding.from_spec(SPEC, VOCABS).get_config()
+    assert config["features"][:2] == [
+        {"name": "brand", "kind": "categorical", "embedding_dim": 2, "vocabulary_size": 10},
+        {"name": "query_terms", "kind": "text", "column": "query", "embedding_dim": 2,
+         "shared_embedding": "terms", "vocabulary_size": 10, "max_tokens": 2}]
+    assert config["features"][3:5] == [
+        {"name": "price_log", "kind": "numeric", "column": "price", "dtype": "float32",
+         "transform": "log1p", "mean": 1.0, "std": 2.0},
+        {"name": "price_bucket", "kind": "numeric", "column": "price", "dtype": "float32",
+         "embedding_dim": 1, "boundaries": [1.0, 10.0]}]
 
 
 def test_serialization_round_trip():

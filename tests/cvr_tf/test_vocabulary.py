@@ -112,3 +112,14 @@ def test_counts_of_a_table_the_span_lacks_name_the_fix(tmp_path):
         read_token_counts(tmp_path, ["shop"])
     assert merge_token_counts([{"a": {"x": 1}}, {"a": {"x": 2}, "b": {"y": 1}}]) == {
         "a": {"x": 3}, "b": {"y": 1}}
+
+
+def test_min_count_leaves_rare_tokens_out_of_the_window_vocabulary(tmp_path):
+    write_span(tmp_path, DAY, {"device": {"app": 3, "web": 1, "tv": 1}})
+    write_span(tmp_path, DAY + datetime.timedelta(days=1), {"device": {"web": 1}})
+    spec = spec_from_dict({"features": [
+        {"name": "device", "kind": "categorical", "vocabulary_size": 4, "min_count": 2}]})
+    window = window_vocabularies(tmp_path, spec, DAY, DAY + datetime.timedelta(days=1))
+    assert window == {"device": ["app", "web"]}  # web: 1 + 1 over the window; tv: 1 (OOV)
+    assert window_vocabularies(tmp_path, spec, DAY, DAY) == {"device": ["app"]}
+    assert ranked_tokens({"a": 5, "b": 2, "c": 1}, limit=None, min_count=2) == ["a", "b"]

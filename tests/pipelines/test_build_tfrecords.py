@@ -11,12 +11,14 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from cvr_tf.features import Feature, default_spec
 from cvr_tf.input import SUCCESS_FILE, list_spans, span_files, span_path
+from cvr_tf.statistics import read_statistics
 from pipelines.chunks import ImpressionProcessor
 from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
@@ -112,6 +114,23 @@ def test_every_planted_bad_row_is_dead_lettered_with_its_reason(built):
         assert len(f.readlines()) == 3
     with open(os.path.join(output, "stats.json")) as f:
         assert json.load(f)["totals"] == summary.totals
+
+
+def test_each_span_describes_the_numeric_columns_of_its_train_split(built):
+    output, _ = built
+    for span in list_spans(output, START, END):
+        train = read_examples(span_files([span], "train"), SPEC)
+        statistics = read_statistics(span, ["item_price", "position"])
+        for column in ("item_price", "position"):
+            values = train[column].to_numpy(dtype="float64")
+            moments = statistics[column].moments("identity")
+            assert moments.count == len(values) > 0
+            assert (moments.min, moments.max) == (values.min(), values.max())
+            assert moments.mean == pytest.approx(values.mean(), rel=1e-9)
+            assert moments.std == pytest.approx(values.std(), rel=1e-9)
+        log = statistics["item_price"].moments("log1p")
+        assert log.mean == pytest.approx(np.log1p(train["item_price"].to_numpy("float64")).mean(),
+                                         rel=1e-9)
 
 
 def test_split_keeps_requests_whole_and_is_identical_across_runs(logs, built, tmp_path):

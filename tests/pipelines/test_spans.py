@@ -51,8 +51,8 @@ def test_complete_span_fills_empty_shards_and_writes_success_last(tmp_path):
                   SPEC)
     names = sorted(os.listdir(staging))
     assert names == ["_SUCCESS", "eval-00000-of-00002.tfrecord.gz",
-                     "eval-00001-of-00002.tfrecord.gz", "feature_spec.json", "stats.json",
-                     "token_counts",
+                     "eval-00001-of-00002.tfrecord.gz", "feature_spec.json",
+                     "numeric_statistics.json", "stats.json", "token_counts",
                      "train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
     assert records_of(os.path.join(staging, "eval-00001-of-00002.tfrecord.gz")) == []
     with open(os.path.join(staging, "token_counts", "device.tsv")) as f:

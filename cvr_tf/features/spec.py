@@ -1,0 +1,320 @@
+"""The feature spec: all of a model's features, the label, the request key and the weight.
+
+See :mod:`cvr_tf.features` for the JSON format and the kinds. Scaling knobs
+(:meth:`FeatureSpec.scaled`): ``embedding_dim_scale`` multiplies every embedding dim,
+``vocab_scale`` every vocabulary cap and hash-bucket count (rounded, at least 1). Embedding
+parameters therefore grow linearly in each knob:
+``params = sum_tables rows(vocab_scale) * dim(embedding_dim_scale)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+from cvr_tf.features.base import Feature, FeatureSpecError, registered_kinds
+
+# The pipeline writes at most this many times `vocabulary_size` tokens per vocabulary, so that a
+# model trained with vocab_scale up to this factor finds the tokens it needs.
+MAX_VOCAB_SCALE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """All model features plus the label, the request key and an optional weight column.
+
+    Attributes:
+      features: the model's fields, in the order of the flat embedding vector.
+      label: int64 0/1 label column (``converted``).
+      group_key: string column grouping the candidates of one request (``request_id``).
+      weight: optional float32 example-weight column.
+      base_dir: directory relative ``vocabulary_file`` paths resolve against.
+    """
+
+    features: tuple[Feature, ...]
+    label: str = "converted"
+    group_key: str = "request_id"
+    weight: str | None = None
+    base_dir: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        if not self.features:
+            raise FeatureSpecError("a feature spec needs at least one feature")
+        seen: set[str] = set()
+        for f in self.features:
+            if f.name in seen:
+                raise FeatureSpecError(f"duplicate feature name {f.name!r}; names must be unique")
+            seen.add(f.name)
+        reserved = {self.label, self.group_key} | ({self.weight} if self.weight else set())
+        for f in self.features:
+            if f.column in reserved:
+                raise FeatureSpecError(
+                    f"feature {f.name!r} reads column {f.column!r}, which is the label, group key "
+                    "or weight; models must not see them as inputs")
+        self._check_column_dtypes()
+        self._check_shared_tables()
+        if not self.serving_features:
+            raise FeatureSpecError(
+                "every feature is train_only; the served model needs at least one")
+
+    def _check_column_dtypes(self) -> None:
+        dtypes: dict[str, tuple[str, str]] = {}
+        for f in self.features:
+            other = dtypes.setdefault(f.column, (f.dtype, f.name))
+            if other[0] != f.dtype:
+                raise FeatureSpecError(
+                    f"feature {f.name!r} reads column {f.column!r} as {f.dtype} but feature "
+                    f"{other[1]!r} reads it as {other[0]}; one column has one dtype")
+
+    def _check_shared_tables(self) -> None:
+        tables: dict[str, Feature] = {}
+        for f in self.features:
+            if f.table is None:
+                continue
+            first = tables.setdefault(f.table, f)
+            if f.table_signature() != first.table_signature():
+                raise FeatureSpecError(
+                    f"features {first.name!r} and {f.name!r} share embedding table {f.table!r} but "
+                    "differ in embedding_dim, vocabulary, hash_buckets, boundaries, dtype or "
+                    "train_only; make them equal or use separate tables")
+
+    # ----------------------------------------------------------------------------------------
+    # Views
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def serving_features(self) -> tuple[Feature, ...]:
+        """Features the served model reads (everything not ``train_only``)."""
+        return tuple(f for f in self.features if not f.train_only)
+
+    @property
+    def train_only_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.train_only)
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"no feature {name!r} in the spec; features are {', '.join(self.names)}")
+
+    def column_dtypes(self, train_only: bool = True) -> dict[str, str]:
+        """Raw input column -> dtype of the model features (serving columns if not train_only)."""
+        features = self.features if train_only else self.serving_features
+        return {f.column: f.dtype for f in features}
+
+    def log_columns(self) -> dict[str, str]:
+        """Every column the pipeline writes to tf.Examples -> dtype (features, key, label...)."""
+        columns = {self.group_key: "string", **self.column_dtypes(), self.label: "int64"}
+        if self.weight:
+            columns[self.weight] = "float32"
+        return columns
+
+    def tables(self, features: Iterable[Feature] | None = None) -> dict[str, Feature]:
+        """Embedding table name -> the first feature that defines it."""
+        out: dict[str, Feature] = {}
+        for f in self.features if features is None else features:
+            if f.table is not None:
+                out.setdefault(f.table, f)
+        return out
+
+    def vocabulary_tables(self) -> dict[str, list[Feature]]:
+        """Tables whose vocabulary the pipeline computes -> the features (columns) feeding it."""
+        out: dict[str, list[Feature]] = {}
+        for f in self.features:
+            if f.computes_vocabulary:
+                out.setdefault(f.table, []).append(f)
+        return out
+
+    def field_dims(self, train_only: bool = False) -> list[int]:
+        """Widths of the fields of the flat embedding vector, in order."""
+        features = self.train_only_features if train_only else self.serving_features
+        return [f.field_dim for f in features]
+
+    # ----------------------------------------------------------------------------------------
+    # Scaling
+    def scaled(self, embedding_dim_scale: float = 1.0, vocab_scale: float = 1.0) -> FeatureSpec:
+        """The spec with every embedding dim and every vocabulary/hash size multiplied."""
+        for knob, value in (("embedding_dim_scale", embedding_dim_scale),
+                            ("vocab_scale", vocab_scale)):
+            if not value > 0:
+                raise FeatureSpecError(f"{knob} must be positive, got {value}")
+        if vocab_scale > MAX_VOCAB_SCALE:
+            raise FeatureSpecError(
+                f"vocab_scale {vocab_scale} exceeds {MAX_VOCAB_SCALE}, the most the pipeline's "
+                "vocabularies support; use hash_buckets for larger tables")
+        return dataclasses.replace(self, features=tuple(
+            f.scaled(embedding_dim_scale, vocab_scale) for f in self.features))
+
+    # ----------------------------------------------------------------------------------------
+    # TensorFlow artefacts
+    def parsing_spec(self, train_only: bool = True, label: bool = True) -> dict[str, Any]:
+        """``tf.io.parse_example`` spec: one scalar FixedLenFeature per column."""
+        from cvr_tf.compat import tf
+
+        tf_dtypes = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
+        columns = dict(self.column_dtypes(train_only=train_only))
+        if label:
+            columns[self.group_key] = "string"
+            columns[self.label] = "int64"
+            if self.weight:
+                columns[self.weight] = "float32"
+        return {c: tf.io.FixedLenFeature([], tf_dtypes[d]) for c, d in columns.items()}
+
+    def keras_inputs(self, train_only: bool = False) -> dict[str, Any]:
+        """One scalar ``keras.Input`` per raw column the (served, or training) model reads."""
+        from cvr_tf.compat import keras
+
+        return {c: keras.Input(shape=(), dtype=d, name=c)
+                for c, d in self.column_dtypes(train_only=train_only).items()}
+
+    def tfmd_schema(self):
+        """A tensorflow-metadata Schema of the pipeline's tf.Examples."""
+        from tensorflow_metadata.proto.v0 import schema_pb2
+
+        types = {"string": schema_pb2.BYTES, "int64": schema_pb2.INT, "float32": schema_pb2.FLOAT}
+        schema = schema_pb2.Schema()
+        for column, dtype in self.log_columns().items():
+            feature = schema.feature.add(name=column, type=types[dtype])
+            feature.presence.min_fraction = 1.0
+            feature.presence.min_count = 1
+            feature.shape.dim.add(size=1)
+        by_column = {c.name: c for c in schema.feature}
+        for f in self.features:
+            f.schema_domain(by_column[f.column])
+        label = next(c for c in schema.feature if c.name == self.label)
+        label.int_domain.min, label.int_domain.max, label.int_domain.is_categorical = 0, 1, True
+        return schema
+
+    # ----------------------------------------------------------------------------------------
+    # Vocabularies and parameter counts
+    def vocabulary_path(self, table: str, vocab_dir: str | os.PathLike) -> str:
+        """File of ``table``'s vocabulary: the explicit file or ``<vocab_dir>/<table>.txt``."""
+        f = self.tables()[table]
+        if f.vocabulary_file:
+            return os.path.join(self.base_dir, os.path.expanduser(f.vocabulary_file))
+        return os.path.join(os.fspath(vocab_dir), f"{table}.txt")
+
+    def load_vocabularies(self, vocab_dir: str | os.PathLike = "") -> dict[str, list[str]]:
+        """Reads each vocabulary table's tokens, most frequent first, cut at ``vocabulary_size``."""
+        out: dict[str, list[str]] = {}
+        for table, f in self.tables().items():
+            if not f.uses_vocabulary:
+                continue
+            path = self.vocabulary_path(table, vocab_dir)
+            if not os.path.exists(path):
+                source = ("its vocabulary_file" if f.vocabulary_file else
+                          "the pipeline writes it; run pipelines.build_tfrecords for the window or "
+                          "point vocab_dir at its vocab/ folder")
+                raise FeatureSpecError(
+                    f"feature {f.name!r}: vocabulary file {path} does not exist ({source})")
+            with open(path, encoding="utf-8") as handle:
+                tokens = [line.rstrip("\n") for line in handle]
+            out[table] = [t for t in tokens if t]
+        return self.cut_vocabularies(out)
+
+    def cut_vocabularies(self, vocabularies: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Each table's tokens (most frequent first) cut at its ``vocabulary_size``.
+
+        This is where ``vocab_scale`` takes effect for computed vocabularies: a spec scaled by 2
+        keeps twice as many of the pipeline's tokens.
+        """
+        out: dict[str, list[str]] = {}
+        for table, tokens in vocabularies.items():
+            f = self.tables().get(table)
+            if f is None or not f.uses_vocabulary:
+                raise FeatureSpecError(
+                    f"vocabulary given for table {table!r}, which is no vocabulary table of the "
+                    f"spec; vocabulary tables are {', '.join(self.vocabulary_tables())}")
+            out[table] = list(tokens[: f.vocabulary_size] if f.vocabulary_size else tokens)
+        return out
+
+    def table_rows(self, table: str,
+                   vocabularies: Mapping[str, Sequence[str]] | None = None) -> int:
+        """Rows of a table: vocabulary + 1 OOV row, hash buckets, or buckets of the boundaries."""
+        vocabulary = None if vocabularies is None else vocabularies.get(table)
+        return self.tables()[table].table_rows(vocabulary)
+
+    def embedding_parameter_count(self, vocabularies: Mapping[str, Sequence[str]] | None = None,
+                                  train_only: bool = False) -> int:
+        """Parameters of the embedding tables: ``sum_tables rows * dim``.
+
+        Without ``vocabularies`` computed tables count at their cap (``vocabulary_size + 1``).
+        """
+        features = self.train_only_features if train_only else self.serving_features
+        return sum(self.table_rows(t, vocabularies) * f.embedding_dim
+                   for t, f in self.tables(features).items())
+
+    # ----------------------------------------------------------------------------------------
+    # Serialization
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "group_key": self.group_key}
+        if self.weight:
+            out["weight"] = self.weight
+        out["features"] = [f.to_dict() for f in self.features]
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+            handle.write("\n")
+
+
+def spec_from_dict(data: Mapping[str, Any], base_dir: str = "") -> FeatureSpec:
+    """Builds a spec from its dict form (as in the JSON/YAML files)."""
+    if not isinstance(data, Mapping) or "features" not in data:
+        raise FeatureSpecError("a feature spec is a mapping with a 'features' list")
+    features = []
+    for i, raw in enumerate(data["features"]):
+        name = raw.get("name", f"#{i}") if isinstance(raw, Mapping) else f"#{i}"
+        if not isinstance(raw, Mapping):
+            raise FeatureSpecError(f"feature {name}: each feature is a mapping, got {raw!r}")
+        if "name" not in raw:
+            raise FeatureSpecError(f"feature {name}: missing 'name'; give every feature a unique "
+                                   "\"name\"")
+        if "kind" not in raw:
+            raise FeatureSpecError(f"feature {name!r}: missing 'kind' (one of "
+                                   f"{', '.join(registered_kinds())})")
+        features.append(Feature.from_dict(raw))
+    extra = sorted(set(data) - {"features", "label", "group_key", "weight"})
+    if extra:
+        raise FeatureSpecError(f"unknown top-level spec field(s): {', '.join(extra)}")
+    return FeatureSpec(features=tuple(features), label=data.get("label", "converted"),
+                       group_key=data.get("group_key", "request_id"),
+                       weight=data.get("weight"), base_dir=base_dir)
+
+
+def load_spec(path: str | os.PathLike) -> FeatureSpec:
+    """Loads a spec from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FeatureSpecError(f"feature spec file {path} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(handle)
+        else:
+            data = json.load(handle)
+    return spec_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def default_spec() -> FeatureSpec:
+    """The spec for the simulator's logs, shipped in the package (``cvr_tf/specs``)."""
+    text = resources.files("cvr_tf").joinpath("specs/search_default.json").read_text("utf-8")
+    return spec_from_dict(json.loads(text))
+
+
+def resolve_spec(path_or_empty: str | None) -> FeatureSpec:
+    """A spec file's contents, or the default spec for an empty path (for ``--feature_spec``)."""
+    return load_spec(path_or_empty) if path_or_empty else default_spec()
+
+
+__all__ = ["FeatureSpec", "MAX_VOCAB_SCALE", "default_spec", "load_spec", "resolve_spec",
+           "spec_from_dict"]
