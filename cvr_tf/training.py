@@ -32,6 +32,7 @@ from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
+from cvr_tf.request_batches import GROUP_BATCHES, groups_requests
 from cvr_tf.span_spec import spec_for_training
 from cvr_tf.vocabulary import window_vocabularies
 
@@ -75,6 +76,10 @@ class TrainConfig:
     strategy: str = _field("auto", "tf.distribute strategy; the cluster comes from TF_CONFIG.",
                            choices=distribute.STRATEGIES)
     seed: int = _field(0, "Seed of initialization and shuffling.")
+    group_batches: str = _field(
+        "auto", "Training batches of whole requests, shuffled by request "
+        "(cvr_tf.request_batches): auto = for listwise losses only.",
+        choices=GROUP_BATCHES)
     eval_batch_size: int = _field(8192, "Batch size of the evaluation pass.")
     eval_every_steps: int = _field(0, "Also evaluate every this many steps and record the "
                                    "learning curve in metrics.json (eval_curve); 0 evaluates "
@@ -204,7 +209,8 @@ def _train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribu
             batch_size=(context.get_per_replica_batch_size(batch_size) if context else batch_size),
             shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True,
             num_input_pipelines=context.num_input_pipelines if context else 1,
-            input_pipeline_id=context.input_pipeline_id if context else 0)
+            input_pipeline_id=context.input_pipeline_id if context else 0,
+            group_by_request=groups_requests(config.group_batches, config.model.loss))
 
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         return keras.utils.experimental.DatasetCreator(dataset_fn)

@@ -14,7 +14,7 @@ from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf import warm_start as warm_start_lib
 from cvr_tf.callbacks import NaNLossError
-from cvr_tf.compat import keras
+from cvr_tf.compat import keras, tf
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
 
@@ -222,3 +222,17 @@ def test_mirrored_strategy_trains(simulated_spans, tmp_path):
     record = training.train(_config(simulated_spans, tmp_path, strategy="mirrored", steps=3,
                                     model=ModelConfig(backbone="mlp")))
     assert record["train_steps"] == 3 and record["config"]["strategy"] == "mirrored"
+
+
+@pytest.mark.parametrize("loss, group_batches, grouped", [
+    ("listwise_softmax", "auto", True), ("logloss", "auto", False),
+    ("logloss", "on", True), ("listwise_softmax", "off", False)])
+def test_training_batches_are_grouped_by_request_for_listwise_losses(
+        simulated_spans, tmp_path, monkeypatch, loss, group_batches, grouped):
+    calls = []
+    monkeypatch.setattr(training.input_lib, "make_dataset",
+                        lambda *args, **kwargs: calls.append(kwargs))
+    config = _config(simulated_spans, tmp_path, model=ModelConfig(loss=loss),
+                     group_batches=group_batches)
+    training._train_dataset(config, default_spec(), tf.distribute.get_strategy())
+    assert calls[0]["group_by_request"] is grouped and calls[0]["drop_remainder"]
