@@ -14,6 +14,7 @@ from typing import Any
 from absl import logging
 
 from cvr_tf.compat import keras
+from cvr_tf.metrics import format_metric
 
 
 class NaNLossError(FloatingPointError):
@@ -104,12 +105,12 @@ class PeriodicEvaluation(_StepCounter):
     KEYS = ("step", "train_seconds")
 
     def __init__(self, every_steps: int, total_steps: int,
-                 evaluate: Callable[[], dict[str, float]]) -> None:
+                 evaluate: Callable[[], dict[str, float | None]]) -> None:
         super().__init__()
         self.every_steps = every_steps
         self.total_steps = total_steps
         self.evaluate = evaluate
-        self.curve: list[dict[str, float]] = []
+        self.curve: list[dict[str, float | None]] = []
         self._start = 0.0
         self._eval_seconds = 0.0
 
@@ -126,6 +127,6 @@ class PeriodicEvaluation(_StepCounter):
                  **self.evaluate()}
         self._eval_seconds += time.perf_counter() - began
         self.curve.append(point)
-        logging.info("eval at step %d: logloss %.5f  auc %.4f  mAP %.4f", self.step,
-                     point.get("logloss", math.nan), point.get("auc", math.nan),
-                     point.get("mean_average_precision", math.nan))
+        logging.info("eval at step %d: logloss %s  auc %s  mAP %s", self.step,
+                     *(format_metric(point.get(name), spec) for name, spec in (
+                         ("logloss", ".5f"), ("auc", ".4f"), ("mean_average_precision", ".4f"))))

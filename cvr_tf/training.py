@@ -190,7 +190,7 @@ def predict_served(model: CVRModel, dataset: tf.data.Dataset, spec: FeatureSpec
 
 
 def evaluate_window(model: CVRModel, data_dir: str, start: datetime.date, end: datetime.date,
-                    spec: FeatureSpec, batch_size: int = 8192) -> dict[str, float]:
+                    spec: FeatureSpec, batch_size: int = 8192) -> dict[str, float | None]:
     """Metrics of the served scores over every split of the spans of ``start..end``."""
     datasets = [input_lib.make_dataset(data_dir, start, end, spec, split=split,
                                        batch_size=batch_size, shuffle=False)
@@ -320,7 +320,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if is_chief:
         model_dir_lib.write_json(model_dir_lib.path(model_dir, model_dir_lib.METRICS), record)
     logging.info("Eval %s..%s: %s", config.eval_start, config.eval_end,
-                 {k: round(v, 5) for k, v in eval_metrics.items()})
+                 {k: v if v is None else round(v, 5) for k, v in eval_metrics.items()})
     return record
 
 
