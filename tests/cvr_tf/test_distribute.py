@@ -52,7 +52,8 @@ class _Tasks:
             f"--model_dir={model_dir}", f"--train_start={spans.day(0)}",
             f"--train_end={spans.day(3)}", f"--eval_start={spans.day(4)}",
             f"--eval_end={spans.day(4)}", f"--steps={STEPS}", "--batch_size=64",
-            "--backbone=mlp", "--log_every_steps=2", f"--strategy={strategy}"]
+            "--backbone=mlp", "--log_every_steps=2", f"--strategy={strategy}",
+            "--group_batches=on"]  # request-grouped input under every multi-process strategy
         self.cluster = cluster
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}

@@ -219,8 +219,9 @@ def test_warm_start_across_new_vocabulary_and_feature(trained, simulated_spans, 
 
 
 def test_mirrored_strategy_trains(simulated_spans, tmp_path):
+    # The listwise loss, so with batches grouped by request (--group_batches=auto).
     record = training.train(_config(simulated_spans, tmp_path, strategy="mirrored", steps=3,
-                                    model=ModelConfig(backbone="mlp")))
+                                    model=ModelConfig(backbone="mlp", loss="listwise_softmax")))
     assert record["train_steps"] == 3 and record["config"]["strategy"] == "mirrored"
 
 
