@@ -76,7 +76,8 @@ class RunSummary:
       spans: day -> that span's statistics, for every complete span of the window.
       totals: the sum of ``spans`` (``rows_in == rows_written + rows_rejected``).
       partitions: ``<kind>/<partition>`` -> rows read and rejected outside spans (conversions
-        read for the join, unknown date partitions).
+        read for the join, unknown date partitions), and ``bad_file``, the reason, for an
+        unreadable file that no built day needed (``skip_day``; it was not read).
       vocab_dir: where the window's vocabularies are.
       vocabulary_sizes: table -> tokens written.
       wall_seconds: wall time of the run.
@@ -161,7 +162,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
 
     conversions = list_partitions(logs, CONVERSIONS) if label_column is None else []
     bad_days: dict[datetime.date, str] = {}
-    unread: dict[Partition, str] = {}
+    bad: dict[Partition, str] = {}
     if skip_bad:  # bad footers cost their days before any work; bad pages, in the pipeline
         needed = {c for d in build for c in conversion_days(d, attribution_days)}
         bad = bad_files.bad_footers([by_day[d] for d in build] +
@@ -171,7 +172,6 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
         build = [d for d in build if d not in bad_days]
         unknown = [p for p in unknown if p not in bad]
         conversions = [p for p in conversions if p not in bad]
-        unread = {p: r for p, r in bad.items() if not bad_files.days_hit(p, build, window)}
     check_columns([by_day[d] for d in build], processor.required_columns())
     conversion_parts: list[Partition] = []
     if label_column is None:
@@ -204,7 +204,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     build = [d for d in build if d not in bad_days]
     for line in bad_files.summary_lines({d.isoformat(): r for d, r in bad_days.items()}):
         logging.warning("%s", line)
-    for partition, reason in {**met, **unread}.items():
+    for partition, reason in {**met, **bad}.items():
         if not bad_files.days_hit(partition, bad_days, window):  # read for no span: say so
             logging.warning("%s/%s not read: %s", partition.kind, partition.name, reason)
             reports.setdefault(f"{partition.kind}/{partition.name}", {})["bad_file"] = reason

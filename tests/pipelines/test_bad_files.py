@@ -118,3 +118,13 @@ def test_the_job_lists_skipped_days_one_line_each_and_exits_3(logs, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(
         f"span {DAY[1]} not built: impressions file {bad} is empty (0 bytes): ")
     assert result.stderr.splitlines()[-1] == lines[0]
+
+
+def test_a_bad_file_that_no_span_needs_is_reported_with_its_partition(logs, tmp_path):
+    bad = sorted(glob.glob(os.path.join(logs, IMPRESSIONS, "date=2026-13-45", "*.parquet")))[0]
+    _empty(bad)
+    summary = build_spans(logs, str(tmp_path / "out"), START, END, SPEC,
+                          on_bad_file=bad_files.SKIP_DAY)
+    assert summary.built == [d.isoformat() for d in DAY] and summary.bad_days == {}
+    assert summary.partitions["impressions/date=2026-13-45"]["bad_file"].startswith(
+        f"impressions file {bad} is empty (0 bytes)")
