@@ -45,7 +45,7 @@ def fit_popularity(data_dir: str, start: datetime.date, end: datetime.date, spec
 
 def evaluate_popularity(baseline: PopularityBaseline, data_dir: str, start: datetime.date,
                         end: datetime.date, spec: FeatureSpec, key: str = "item_id"
-                        ) -> dict[str, float]:
+                        ) -> dict[str, float | int | None]:
     """The baseline's metrics on every split of ``start..end`` (as the training job evaluates)."""
     data = input_lib.read_columns(data_dir, start, end, spec,
                                   [key, spec.label, spec.group_key])

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from cvr_tf import request_batches
 from cvr_tf.compat import tf
 from cvr_tf.features import FeatureSpec
 
@@ -175,12 +176,17 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
                  drop_remainder: bool = False, deterministic: bool | None = None,
                  shuffle_buffer_size: int | None = None, cycle_length: int = 4,
                  block_length: int = 64, options: tf.data.Options | None = None,
-                 num_input_pipelines: int = 1, input_pipeline_id: int = 0) -> tf.data.Dataset:
+                 num_input_pipelines: int = 1, input_pipeline_id: int = 0,
+                 group_by_request: bool = False) -> tf.data.Dataset:
     """Batches of parsed features from the complete spans of ``start..end``.
 
     Files are read interleaved (``cycle_length`` at a time, in parallel), records are shuffled
     in a buffer, batched, then parsed a whole batch at a time with ``tf.io.parse_example`` (one
-    op per batch instead of one per record), and prefetched.
+    op per batch instead of one per record), and prefetched. With ``group_by_request`` the
+    shuffled and sharded elements are whole requests (runs of one ``spec.group_key`` in a file)
+    instead of records, and batches are cut from their rows laid end to end: full batches of
+    whole requests except the first and last of each (:mod:`cvr_tf.request_batches`), for
+    listwise losses.
 
     Args:
       data_dir: the pipeline's ``--output`` directory.
@@ -196,15 +202,18 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
       drop_remainder: drop the last, smaller batch.
       deterministic: element order of the parallel stages; None keeps tf.data's default
         (deterministic unless ``options`` say otherwise).
-      shuffle_buffer_size: records in the shuffle buffer (default ``max(10_000, 4 *
-        batch_size)``).
+      shuffle_buffer_size: elements in the shuffle buffer, records (default ``max(10_000, 4 *
+        batch_size)``) or, with ``group_by_request``, requests (default ``max(1_000,
+        batch_size // 4)``, about as many rows for requests of tens of candidates).
       cycle_length: files read at the same time.
-      block_length: consecutive records taken from one file before moving to the next.
+      block_length: consecutive elements (records or requests) taken from one file before
+        moving to the next.
       options: ``tf.data.Options`` applied to the result.
       num_input_pipelines: workers reading disjoint parts of the data (parameter-server
         training): each takes every n-th file when there are at least n files, else every n-th
-        record, before any parsing.
+        record (request, with ``group_by_request``), before any parsing.
       input_pipeline_id: this worker's part, in ``[0, num_input_pipelines)``.
+      group_by_request: shuffle, shard and batch whole requests (see above).
 
     Returns:
       A dataset of dicts ``column -> tensor [batch]``.
@@ -229,17 +238,27 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         dataset = dataset.shard(num_input_pipelines, input_pipeline_id)
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if group_by_request:
+        def read_file(path: tf.Tensor) -> tf.data.Dataset:
+            return request_batches.file_requests(path, spec.group_key)
+        default_buffer = max(1_000, batch_size // 4)
+    else:
+        def read_file(path: tf.Tensor) -> tf.data.Dataset:
+            return tf.data.TFRecordDataset(path, compression_type="GZIP")
+        default_buffer = max(10_000, 4 * batch_size)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        cycle_length=min(cycle_length, len(files)), block_length=block_length,
+        read_file, cycle_length=min(cycle_length, len(files)), block_length=block_length,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if not shard_files:
         dataset = dataset.shard(num_input_pipelines, input_pipeline_id)
     if shuffle:
-        buffer = shuffle_buffer_size or max(10_000, 4 * batch_size)
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(shuffle_buffer_size or default_buffer, seed=seed,
+                                  reshuffle_each_iteration=True)
     dataset = dataset.repeat(num_epochs)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if group_by_request:
+        dataset = request_batches.pack_requests(dataset, batch_size, drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(lambda records: tf.io.parse_example(records, parsing_spec),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)

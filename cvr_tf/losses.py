@@ -156,6 +156,9 @@ _LOSSES: dict[str, LossFunction] = {
     "listwise_softmax": listwise_softmax_cross_entropy,
 }
 LOSS_NAMES = tuple(_LOSSES)
+LISTWISE_LOSSES = ("listwise_softmax",)
+"""Losses over the candidates of a request: training batches them by request
+(:mod:`cvr_tf.request_batches`)."""
 
 
 def get_loss(name: str) -> LossFunction:

@@ -12,13 +12,15 @@ Conventions:
       request's rows need not be contiguous). Arrays may be 1-D or shaped ``[n, 1]``.
     * Malformed input (empty arrays, mismatched lengths, NaN or out-of-range predictions,
       non-binary labels, missing request keys) raises ``ValueError`` naming the argument.
-    * A metric that is undefined on well-formed data (AUC without a positive or without a
+    * A metric that is not computable on well-formed data (AUC without a positive or without a
       negative, mAP without a ranking request, gAUC without a request of both classes,
-      calibration without a positive) returns ``nan`` rather than raising, so :func:`evaluate`
-      still reports everything else, with the count of requests each ranking metric averages.
+      calibration without a positive) is ``None`` (JSON ``null``), neither raising nor a
+      ``nan`` that poisons averages and is not JSON, so :func:`evaluate` still reports
+      everything else, with the count of requests each ranking metric averages beside it.
+      Readers format values with :func:`format_metric` (``n/a`` for None).
     * Ranking metrics average only the requests that rank something: mAP those with at least
       two candidates and one positive (a lone candidate's AP is 1 whatever the model), gAUC those
-      with both a positive and a negative. One-row-per-request data therefore gives ``nan`` and
+      with both a positive and a negative. One-row-per-request data therefore gives ``None`` and
       a count of 0, never a flattering 1.0.
 
 Example:
@@ -202,20 +204,25 @@ def _correct_pair_weights(
     return np.bincount(block_codes, weights=block_correct, minlength=n_groups)
 
 
-def _auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> float:
+def format_metric(value: float | None, spec: str = ".4f") -> str:
+    """``value`` formatted with ``spec``, or ``n/a`` for a metric that was not computable."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> float | None:
     """AUC of validated arrays sorted by prediction."""
     one_group = np.zeros(labels.shape[0], dtype=np.int64)
     correct = _correct_pair_weights(labels, predictions, weights, one_group, 1)[0]
     positive = float(np.dot(weights, labels))
     negative = float(np.dot(weights, 1.0 - labels))
     if positive == 0.0 or negative == 0.0:
-        return float("nan")
+        return None
     return float(correct / (positive * negative))
 
 
 def _group_auc(
     labels: np.ndarray, predictions: np.ndarray, codes: np.ndarray, n_groups: int
-) -> float:
+) -> float | None:
     """gAUC of validated arrays sorted by (group, prediction)."""
     ones = np.ones(labels.shape[0])
     correct = _correct_pair_weights(labels, predictions, ones, codes, n_groups)
@@ -224,7 +231,7 @@ def _group_auc(
     negatives = sizes - positives
     mixed = _group_auc_requests(labels, codes, n_groups)
     if not mixed.any():
-        return float("nan")
+        return None
     request_auc = correct[mixed] / (positives[mixed] * negatives[mixed])
     return float(np.dot(sizes[mixed], request_auc) / sizes[mixed].sum())
 
@@ -243,7 +250,8 @@ def _group_auc_requests(labels: np.ndarray, codes: np.ndarray, n_groups: int) ->
     return (positives > 0) & (sizes - positives > 0)
 
 
-def _mean_average_precision(labels: np.ndarray, codes: np.ndarray, n_groups: int) -> float:
+def _mean_average_precision(labels: np.ndarray, codes: np.ndarray, n_groups: int
+                            ) -> float | None:
     """mAP of validated arrays sorted by (group, prediction, positives first).
 
     Reversed, that order ranks each request by prediction descending with negatives first among
@@ -259,7 +267,7 @@ def _mean_average_precision(labels: np.ndarray, codes: np.ndarray, n_groups: int
     positives = np.bincount(codes, weights=labels, minlength=n_groups)
     ranking = _map_requests(labels, codes, n_groups)
     if not ranking.any():
-        return float("nan")
+        return None
     return float(np.mean(precision_sums[ranking] / positives[ranking]))
 
 
@@ -274,14 +282,15 @@ def _logloss(labels: np.ndarray, predictions: np.ndarray, eps: float) -> float:
     return float(-np.mean(log_likelihood))
 
 
-def _calibration(labels: np.ndarray, predictions: np.ndarray) -> float:
+def _calibration(labels: np.ndarray, predictions: np.ndarray) -> float | None:
     positives = float(labels.sum())
     if positives == 0.0:
-        return float("nan")
+        return None
     return float(predictions.sum() / positives)
 
 
-def auc(labels: ArrayLike, predictions: ArrayLike, weights: ArrayLike | None = None) -> float:
+def auc(labels: ArrayLike, predictions: ArrayLike, weights: ArrayLike | None = None
+        ) -> float | None:
     """Exact ROC AUC: the probability that a positive scores above a negative, ties counting 1/2.
 
     With example weights ``w`` (all 1 by default), positives ``P`` and negatives ``N``:
@@ -298,7 +307,7 @@ def auc(labels: ArrayLike, predictions: ArrayLike, weights: ArrayLike | None = N
         weights: optional non-negative example weights, shape [n].
 
     Returns:
-        The AUC, or ``nan`` when there is no positive or no negative (positive weight).
+        The AUC, or None when there is no positive or no negative (positive weight).
 
     Raises:
         ValueError: on empty, mismatched, NaN, out-of-range or non-binary input.
@@ -330,7 +339,8 @@ def logloss(labels: ArrayLike, predictions: ArrayLike, eps: float = LOGLOSS_EPS)
     return _logloss(labels, _checked_predictions(predictions, labels.shape[0]), eps)
 
 
-def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> float:
+def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike
+                           ) -> float | None:
     """Mean over requests of the average precision (AP) of each request's ranking by prediction.
 
     For a request with positives ``P`` ranked by prediction (descending), with ``k`` the 1-based
@@ -351,7 +361,7 @@ def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: Ar
         groups: request key of each example (bytes, str or int), shape [n], in any order.
 
     Returns:
-        The mAP, or ``nan`` when no request has two candidates and a positive.
+        The mAP, or None when no request has two candidates and a positive.
 
     Raises:
         ValueError: on malformed input or missing request keys.
@@ -363,7 +373,7 @@ def mean_average_precision(labels: ArrayLike, predictions: ArrayLike, groups: Ar
     return _mean_average_precision(labels, codes, n_groups)
 
 
-def group_auc(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> float:
+def group_auc(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> float | None:
     """gAUC: the per-request AUC averaged over requests, weighted by impressions.
 
         gAUC = sum_g n_g AUC_g / sum_g n_g
@@ -378,7 +388,7 @@ def group_auc(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> f
         groups: request key of each example (bytes, str or int), shape [n], in any order.
 
     Returns:
-        The gAUC, or ``nan`` when no request has both a positive and a negative.
+        The gAUC, or None when no request has both a positive and a negative.
 
     Raises:
         ValueError: on malformed input or missing request keys.
@@ -390,7 +400,7 @@ def group_auc(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> f
     return _group_auc(labels, predictions, codes, n_groups)
 
 
-def calibration(labels: ArrayLike, predictions: ArrayLike) -> float:
+def calibration(labels: ArrayLike, predictions: ArrayLike) -> float | None:
     """Ratio of predicted to observed conversions: ``sum_i p_i / sum_i y_i``.
 
     1.0 is calibrated on aggregate; above 1 the model over-predicts conversions.
@@ -400,7 +410,7 @@ def calibration(labels: ArrayLike, predictions: ArrayLike) -> float:
         predictions: probabilities in [0, 1], shape [n].
 
     Returns:
-        The ratio, or ``nan`` when there is no positive.
+        The ratio, or None when there is no positive.
 
     Raises:
         ValueError: on malformed input.
@@ -409,7 +419,8 @@ def calibration(labels: ArrayLike, predictions: ArrayLike) -> float:
     return _calibration(labels, _checked_predictions(predictions, labels.shape[0]))
 
 
-def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> dict[str, float]:
+def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike
+             ) -> dict[str, float | int | None]:
     """All metrics of this module over one eval set, validating and sorting the input once.
 
     Args:
@@ -419,7 +430,7 @@ def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike) -> di
 
     Returns:
         A dict with ``auc``, ``logloss``, ``mean_average_precision``, ``group_auc`` and
-        ``calibration`` (as the functions of the same names; undefined ones are ``nan``), plus
+        ``calibration`` (as the functions of the same names; uncomputable ones are None), plus
         ``examples``, ``requests``, ``requests_with_positive``, ``map_requests`` and
         ``group_auc_requests`` (ints: the requests mAP and gAUC average) and ``positive_rate``.
 

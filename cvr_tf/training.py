@@ -35,6 +35,7 @@ from cvr_tf.evaluation import count_examples, evaluate_window
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimizers
+from cvr_tf.request_batches import GROUP_BATCHES, groups_requests
 from cvr_tf.resolve import resolve_for_window
 from cvr_tf.resume import Backup, PeriodicBackup
 from cvr_tf.span_spec import spec_for_training
@@ -81,6 +82,10 @@ class TrainConfig:
     strategy: str = _field("auto", "tf.distribute strategy; the cluster comes from TF_CONFIG.",
                            choices=distribute.STRATEGIES)
     seed: int = _field(0, "Seed of initialization and shuffling.")
+    group_batches: str = _field(
+        "auto", "Training batches of whole requests, shuffled by request "
+        "(cvr_tf.request_batches): auto = for listwise losses only.",
+        choices=GROUP_BATCHES)
     eval_batch_size: int = _field(8192, "Batch size of the evaluation pass.")
     eval_every_steps: int = _field(0, "Validate every this many steps (and at the end) on the "
                                    "training window's held-out eval split; 0: once per pass "
@@ -195,7 +200,8 @@ def _train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribu
             batch_size=(context.get_per_replica_batch_size(batch_size) if context else batch_size),
             shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True,
             num_input_pipelines=pipelines,
-            input_pipeline_id=context.input_pipeline_id if context else 0)
+            input_pipeline_id=context.input_pipeline_id if context else 0,
+            group_by_request=groups_requests(config.group_batches, config.model.loss))
         return dataset.skip(skip_steps // pipelines)
 
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):

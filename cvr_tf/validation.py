@@ -25,6 +25,7 @@ from typing import Any
 from absl import logging
 
 from cvr_tf.callbacks import StepCounter
+from cvr_tf.metrics import format_metric
 
 # Selection metric -> +1 when higher is better, -1 when lower is.
 METRIC_DIRECTIONS = {"auc": 1, "group_auc": 1, "mean_average_precision": 1, "logloss": -1}
@@ -153,6 +154,5 @@ def _summary(point: dict[str, Any]) -> str:
     parts = []
     for key, label in (("logloss", "logloss"), ("auc", "auc"),
                        ("mean_average_precision", "mAP"), ("group_auc", "gAUC")):
-        value = point.get(key)
-        parts.append(f"{label} {'n/a' if value is None else format(float(value), '.4f')}")
+        parts.append(f"{label} {format_metric(point.get(key))}")
     return "  ".join(parts)

@@ -118,7 +118,8 @@ def average_replicates(rows: Sequence[Mapping[str, Any]], metric: str) -> list[C
     for row in rows:
         if row.get(metric) is None:
             raise ValueError(f"row {row.get('cell', row['levels'])} has no {metric!r}; rerun "
-                             "experiments.scaling so that the baseline's gains are filled in")
+                             "experiments.scaling so that the baseline's gains are filled in, "
+                             "or drop the cell if its mAP was not computable (map_requests 0)")
         groups.setdefault(tuple(row["levels"][f] for f in FACTORS), []).append(row)
     return [CellMean(levels=dict(members[0]["levels"]),
                      value=float(np.mean([m[metric] for m in members])),

@@ -94,8 +94,8 @@ def main(argv: list[str]) -> None:
         for rows in ROWS:
             print(f"| {name} | {rows} | {row['fp32_ms'][rows]:.2f} | {row['bf16_ms'][rows]:.2f} | "
                   f"{row['fp32_ms'][rows] / row['bf16_ms'][rows]:.2f}x | "
-                  f"{row['max_abs_difference']:.1e} | {row['auc_fp32']:.4f} | "
-                  f"{row['auc_bf16']:.4f} |")
+                  f"{row['max_abs_difference']:.1e} | {metrics_lib.format_metric(row['auc_fp32'])}"
+                  f" | {metrics_lib.format_metric(row['auc_bf16'])} |")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w", encoding="utf-8") as handle:
         json.dump({"load_average_before_after": [load_before, load_after], "exports": results},

@@ -92,7 +92,8 @@ def training_rate(data_dir: str, end: datetime.date, backbone: str, batch_size: 
             "dense_flops_per_example": record["dense_flops_per_example"],
             "dense_params": record["dense_params"],
             "embedding_params": record["embedding_params"],
-            "eval_auc": round(record["eval"]["auc"], 4),
+            "eval_auc": (None if record["eval"]["auc"] is None
+                         else round(record["eval"]["auc"], 4)),
             "load_average_before_after": [load_before, _load()]}
 
 

@@ -67,11 +67,11 @@ def step(title: str) -> Iterator[None]:
     print(f"   ({time.perf_counter() - began:.1f} s)", flush=True)
 
 
-def metrics_table(rows: dict[str, dict[str, float]]) -> str:
+def metrics_table(rows: dict[str, dict[str, float | None]]) -> str:
     lines = ["| model | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(
-            "n/a" if values[m] is None else f"{values[m]:.4f}" for m in METRICS) + " |")
+        cells = " | ".join(metrics_lib.format_metric(values[m]) for m in METRICS)
+        lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
 
 

@@ -49,7 +49,10 @@ def _noise(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 def plot_flops_vs_gain(rows: Sequence[Mapping[str, Any]], path: str) -> None:
-    """Gain vs dense FLOPs/example and vs training FLOPs, per factor (see module docstring)."""
+    """Gain vs dense FLOPs/example and vs training FLOPs, per factor (see module docstring).
+
+    Cells without a gain (mAP not computable, or no baseline yet) are left out."""
+    rows = [r for r in rows if r["map_gain"] is not None]
     figure, axes = plt.subplots(1, 2, figsize=(13, 6.2), sharey=True)
     sigma = _noise(rows, "map_gain")
     series = one_factor_series(rows)
@@ -95,9 +98,13 @@ def plot_flops_vs_gain(rows: Sequence[Mapping[str, Any]], path: str) -> None:
 
 
 def plot_map_vs_window(rows: Sequence[Mapping[str, Any]], path: str) -> None:
-    """mAP against training days, a line per (backbone, embedding) with two or more windows."""
+    """mAP against training days, a line per (backbone, embedding) with two or more windows.
+
+    Cells whose mAP is not computable (None) are left out."""
     groups: dict[tuple[str, str], dict[int, list[float]]] = {}
     for row in rows:
+        if row["mean_average_precision"] is None:
+            continue
         key = (row["levels"]["backbone"], row["levels"]["embedding"])
         groups.setdefault(key, {}).setdefault(row["train_days"], []).append(
             row["mean_average_precision"])

@@ -42,6 +42,7 @@ from absl import logging
 
 from cvr_tf import training
 from cvr_tf.features import resolve_spec
+from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
 from cvr_tf.optimization import OptimizerConfig
 from experiments.additivity import FACTORS
@@ -334,7 +335,8 @@ def result_row(grid: Grid, cell: Cell, record: Mapping[str, Any], out: str,
     """One JSONL row: the cell, its eval metrics and costs, and its relative mAP gain.
 
     ``map_gain = mAP / baseline_map - 1``, where ``baseline_map`` is the mean mAP of the
-    baseline cell over its seeds (None until the baseline has run). ``train_flops`` is
+    baseline cell over its seeds (None until the baseline has run); the gain is None when
+    either mAP is not computable (None, see :mod:`cvr_tf.metrics`). ``train_flops`` is
     ``3 x dense FLOPs/example x training examples``, the usual forward+backward estimate.
     """
     metrics = record["eval"]
@@ -344,7 +346,8 @@ def result_row(grid: Grid, cell: Cell, record: Mapping[str, Any], out: str,
         "levels": cell.levels(),
         **{k: metrics[k] for k in ("auc", "logloss", "mean_average_precision", "group_auc",
                                    "calibration", "examples")},
-        "map_gain": None if baseline_map is None else mean_ap / baseline_map - 1.0,
+        "map_gain": (None if baseline_map is None or mean_ap is None
+                     else mean_ap / baseline_map - 1.0),
         "embedding_params": record["embedding_params"], "dense_params": record["dense_params"],
         "params": record["embedding_params"] + record["dense_params"],
         "dense_flops_per_example": record["dense_flops_per_example"],
@@ -361,7 +364,8 @@ def write_results(grid: Grid, records: Mapping[Cell, Mapping[str, Any]], out: st
                   results_path: str) -> list[dict[str, Any]]:
     """Rewrites ``results_path`` with a row per finished cell, in grid order; returns the rows."""
     baselines = [r["eval"]["mean_average_precision"] for c, r in records.items()
-                 if not c.scaled_factors(grid.baseline)]
+                 if not c.scaled_factors(grid.baseline)
+                 and r["eval"]["mean_average_precision"] is not None]
     baseline_map = sum(baselines) / len(baselines) if baselines else None
     rows = [result_row(grid, cell, records[cell], out, baseline_map)
             for cell in grid.cells if cell in records]
@@ -401,8 +405,9 @@ def run_grid(grid: Grid, out: str, results_path: str = "",
         metrics = records[cell]["eval"]
         report(f"[{index}/{len(grid.cells)}] {cell.name} ({cell.role(grid.baseline)}): "
                f"{'done before' if done else 'trained'}, mAP "
-               f"{metrics['mean_average_precision']:.4f}, AUC {metrics['auc']:.4f}, logloss "
-               f"{metrics['logloss']:.5f}, {records[cell]['wall_seconds']:.0f} s")
+               f"{format_metric(metrics['mean_average_precision'])}, AUC "
+               f"{format_metric(metrics['auc'])}, logloss {metrics['logloss']:.5f}, "
+               f"{records[cell]['wall_seconds']:.0f} s")
     return rows
 
 
@@ -414,8 +419,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for row in rows:
         gain = "-" if row["map_gain"] is None else f"{100 * row['map_gain']:+.2f}%"
         lines.append(
-            f"| {row['cell']} | {row['role']} | {row['mean_average_precision']:.4f} | {gain} | "
-            f"{row['auc']:.4f} | {row['logloss']:.5f} | "
+            f"| {row['cell']} | {row['role']} | {format_metric(row['mean_average_precision'])} | "
+            f"{gain} | {format_metric(row['auc'])} | {row['logloss']:.5f} | "
             f"{row['dense_flops_per_example'] / 1e6:.2f} | {row['params']:,} | "
             f"{row['train_examples']:,} | {row['wall_seconds']:.0f} |")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ from absl import logging
 
 from cvr_tf import training
 from cvr_tf.features import default_spec, load_spec, spec_from_dict
+from cvr_tf.metrics import format_metric
 from experiments.scaling import Grid, GridError, load_grid, prepare_data, preset_path
 
 DEFAULT_ADDED_FEATURE = {"name": "query_hashed", "kind": "categorical", "column": "query",
@@ -152,7 +153,7 @@ def run_study(study: Study, out: str, report: Callable[[str], None] = print) -> 
         report(f"{run}: {config.train_start}..{config.train_end}, "
                f"{records[run]['train_steps']} steps, eval logloss "
                f"{records[run]['eval']['logloss']:.5f}, mAP "
-               f"{records[run]['eval']['mean_average_precision']:.4f}")
+               f"{format_metric(records[run]['eval']['mean_average_precision'])}")
     return {
         "first_window": [str(configs["first"].train_start), str(configs["first"].train_end)],
         "second_window": [str(configs["cold"].train_start), str(configs["cold"].train_end)],
@@ -184,7 +185,8 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {c['target_logloss']:.5f} | {c['cold_steps']} / "
                      f"{c['cold_train_seconds']:.1f} | {at} | {fraction} | "
                      f"{c['cold_first_logloss']:.5f} / {c['warm_first_logloss']:.5f} | "
-                     f"{c['cold_final_map']:.4f} / {c['warm_final_map']:.4f} |")
+                     f"{format_metric(c['cold_final_map'])} / "
+                     f"{format_metric(c['warm_final_map'])} |")
     return "\n".join(lines)
 
 

@@ -3,22 +3,29 @@ r"""Search logs -> daily TFRecord spans, vocabularies and statistics (a Beam job
     python -m pipelines.build_tfrecords --logs=DIR --output=DIR \
         --start_date=2026-01-05 --end_date=2026-01-18 [--feature_spec=FILE] \
         [--attribution_days=3] [--label_column=NAME] [--eval_fraction=0.1] [--num_shards=N] \
-        [--overwrite] [Beam options, e.g. --runner=FlinkRunner --flink_master=HOST:PORT]
+        [--overwrite] [--on_bad_file=fail|skip_day] \
+        [Beam options, e.g. --runner=FlinkRunner --flink_master=HOST:PORT]
 
 Flags this job does not know are Beam pipeline options. Without ``--runner`` the pipeline runs
 in this process (``--direct_num_workers=2 --direct_running_mode=multi_processing`` uses two
 local worker processes). The work is done by :func:`pipelines.span_pipeline.build_spans`.
+
+With ``--on_bad_file=skip_day`` an unreadable log file costs only the days that need it
+(:mod:`pipelines.bad_files`): the job builds the others, prints one ``span D not built: why``
+line per skipped day on stderr after the JSON summary, and exits with status 3.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import sys
 
 from absl import app, flags, logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from cvr_tf.features import resolve_spec
+from pipelines import bad_files
 from pipelines.span_pipeline import DEFAULT_BATCH_ROWS, build_spans
 
 FLAGS = flags.FLAGS
@@ -38,6 +45,9 @@ flags.DEFINE_integer("num_shards", 0, "Shards per split and span; 0: one per mil
 flags.DEFINE_integer("batch_rows", DEFAULT_BATCH_ROWS, "Most rows in one Beam element.",
                      lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Rebuild spans that are already complete.")
+flags.DEFINE_enum("on_bad_file", bad_files.FAIL, bad_files.ON_BAD_FILE,
+                  "An unreadable log file fails the run, or costs only the days that need it "
+                  f"(skip_day: the others are built, exit status {bad_files.EXIT_SKIPPED_DAYS}).")
 flags.mark_flags_as_required(["logs", "output", "start_date", "end_date"])
 
 
@@ -57,10 +67,13 @@ def main(argv: list[str]) -> None:
         FLAGS.logs, FLAGS.output, start, end, resolve_spec(FLAGS.feature_spec),
         attribution_days=FLAGS.attribution_days, label_column=FLAGS.label_column,
         eval_fraction=FLAGS.eval_fraction, num_shards=FLAGS.num_shards,
-        overwrite=FLAGS.overwrite, batch_rows=FLAGS.batch_rows,
+        overwrite=FLAGS.overwrite, batch_rows=FLAGS.batch_rows, on_bad_file=FLAGS.on_bad_file,
         pipeline_options=PipelineOptions(argv[1:]))
     logging.info("Run summary: %s", json.dumps(summary.totals))
     print(json.dumps({k: v for k, v in summary.to_dict().items() if k != "spans"}, indent=2))
+    if summary.bad_days:
+        print("\n".join(bad_files.summary_lines(summary.bad_days)), file=sys.stderr)
+        sys.exit(bad_files.EXIT_SKIPPED_DAYS)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _bad_file_message(path: str, kind: str, error: Exception) -> str:
     what = "is empty (0 bytes)" if size == 0 else f"is not readable Parquet ({size} bytes)"
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
     return (f"{kind} file {path} {what}: {detail}; re-export or remove the file (its day "
-            "then has no span) and rerun")
+            "then has no span) and rerun, or pass --on_bad_file=skip_day to build the other days")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,15 +9,19 @@
                                                         |   _SUCCESS, publish
     unknown date partitions and rejected conversions -> dead_letter/<kind>/<partition>.jsonl,
                                                         and a report per partition
+    files unreadable mid-way (skip_bad_days) -> a report per file; the days they cost are
+                                                not published (pipelines.bad_files)
 
-Keys are strings (ISO days), so every runner has a deterministic key coder. Each stage logs a
-progress line per element. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
+Keys are strings (ISO days), so every runner has a deterministic key coder. Stages log per
+element at DEBUG; the INFO progress line is one per span, with its rows and the seconds from its
+first chunk to its completion. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
 """
 
 import dataclasses
 import datetime
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -27,9 +31,10 @@ from absl import logging
 from cvr_tf.input import span_path
 from cvr_tf.statistics import merge_statistics
 from cvr_tf.vocabulary import merge_token_counts
+from pipelines import bad_files
 from pipelines.chunks import ImpressionProcessor
 from pipelines.labels import QUANTITY, TS, conversion_days, distinct_conversions
-from pipelines.log_reader import ReadTask, read_batches
+from pipelines.log_reader import BadLogFileError, ReadTask, read_batches
 from pipelines.spans import (
     RUN_DEAD_LETTER_DIR,
     assemble_shard,
@@ -57,6 +62,8 @@ class SpanGraph:
       run_id: names the run's staging directory.
       shards: ISO day -> shards per split, for the days to build.
       batch_rows: most rows in one element.
+      skip_bad_days: a file unreadable mid-way costs the days that need it
+        (:mod:`pipelines.bad_files`) instead of failing the run.
     """
 
     processor: ImpressionProcessor
@@ -64,6 +71,7 @@ class SpanGraph:
     run_id: str
     shards: dict[str, int]
     batch_rows: int
+    skip_bad_days: bool = False
 
     def expand(self, pipeline: beam.Pipeline, impressions: list[ReadTask],
                conversions: list[ReadTask], unknown: list[ReadTask]) -> None:
@@ -71,26 +79,40 @@ class SpanGraph:
         read_columns = [rule.column for rule in self.processor.rules()]
         conversion_rules = [ColumnRule(key, dtype) for key, dtype in
                             self.processor.key_dtypes().items()] + [ColumnRule(TS, TIMESTAMP)]
-        conversion_chunks = (
+        conversion_reads = (
             pipeline | "PlanConversions" >> beam.Create(conversions, reshuffle=False)
-            | "ReadConversions" >> beam.FlatMap(
-                _read, [r.column for r in conversion_rules] + [QUANTITY], self.batch_rows)
+            | "ReadConversions" >> self._read([r.column for r in conversion_rules] + [QUANTITY]))
+        conversion_chunks = (
+            conversion_reads.chunks
             | "ValidateConversions" >> beam.ParDo(_ValidateConversions(conversion_rules))
             .with_outputs("report", main="rows"))
         conversions_by_day = (
             conversion_chunks.rows | "GroupConversions" >> beam.GroupByKey()
             | "DistinctConversions" >> beam.MapTuple(lambda day, parts: (
                 day, distinct_conversions(list(parts)))))
+        impression_reads = (pipeline | "PlanImpressions" >> beam.Create(impressions)
+                            | "ReadImpressions" >> self._read(read_columns))
         chunks = (
-            pipeline | "PlanImpressions" >> beam.Create(impressions)
-            | "ReadImpressions" >> beam.FlatMap(_read, read_columns, self.batch_rows)
+            impression_reads.chunks
             | "ProcessImpressions" >> beam.ParDo(
                 _ProcessImpressions(self.processor, self.output, self.run_id, self.shards),
                 conversions=beam.pvalue.AsDict(conversions_by_day))
-            .with_outputs("stats", "tokens", "statistics", "rejected", main="records"))
+            .with_outputs("stats", "tokens", "statistics", "rejected", "started",
+                          main="records"))
         written = (chunks.records | "GroupShards" >> beam.GroupByKey()
                    | "AssembleShards" >> beam.ParDo(_AssembleShard(self.output, self.run_id,
                                                                    self.shards)))
+        unknown_reads = (pipeline | "PlanUnknownPartitions" >> beam.Create(unknown, reshuffle=False)
+                         | "ReadUnknownPartitions" >> self._read(read_columns))
+        unknown_reports = unknown_reads.chunks | "RejectUnknownPartitions" >> beam.Map(
+            _reject_unknown)
+        _ = ((conversion_chunks.report, unknown_reports) | "Reports" >> beam.Flatten()
+             | "GroupReports" >> beam.GroupByKey()
+             | "WriteReports" >> beam.Map(_write_partition_report, self.output, self.run_id))
+        bad = ((impression_reads.bad, conversion_reads.bad, unknown_reads.bad)
+               | "BadFiles" >> beam.Flatten())
+        _ = bad | "WriteBadFileReports" >> beam.Map(_write_bad_file_report,
+                                                    temp_root(self.output, self.run_id))
         per_day = {
             "expected": pipeline | "Days" >> beam.Create([(d, None) for d in sorted(self.shards)]),
             "written": written,
@@ -100,25 +122,44 @@ class SpanGraph:
             "statistics": chunks.statistics | "MergeStatistics" >> beam.CombinePerKey(
                 merge_statistics),
             "rejected": chunks.rejected,
+            "started": chunks.started | "FirstChunk" >> beam.CombinePerKey(min),
+            "bad": bad | "DaysOfBadFiles" >> beam.FlatMapTuple(self._days_hit),
         }
         _ = (per_day | "JoinPerDay" >> beam.CoGroupByKey()
              | "CompleteSpans" >> beam.ParDo(_CompleteSpan(self.output, self.run_id, self.shards,
                                                            self.processor)))
-        unknown_reports = (
-            pipeline | "PlanUnknownPartitions" >> beam.Create(unknown, reshuffle=False)
-            | "ReadUnknownPartitions" >> beam.FlatMap(_read, read_columns, self.batch_rows)
-            | "RejectUnknownPartitions" >> beam.Map(_reject_unknown))
-        _ = ((conversion_chunks.report, unknown_reports) | "Reports" >> beam.Flatten()
-             | "GroupReports" >> beam.GroupByKey()
-             | "WriteReports" >> beam.Map(_write_partition_report, self.output, self.run_id))
+
+    def _read(self, columns: Sequence[str]) -> beam.PTransform:
+        """Row groups -> ``chunks`` (task, chunk id, table) and ``bad`` (task, reason)."""
+        return beam.FlatMap(_read, columns, self.batch_rows, self.skip_bad_days).with_outputs(
+            "bad", main="chunks")
+
+    def _days_hit(self, task: ReadTask, reason: str) -> list[tuple[str, str]]:
+        attribution = (None if self.processor.label_column is not None
+                       else self.processor.attribution_days)
+        days = {datetime.date.fromisoformat(d) for d in self.shards}
+        return [(d.isoformat(), reason)
+                for d in bad_files.days_hit(task.partition, days, attribution)]
 
 
-def _read(task: ReadTask, columns: Sequence[str], batch_rows: int
+def _read(task: ReadTask, columns: Sequence[str], batch_rows: int, skip_bad: bool
           ) -> Iterator[tuple[ReadTask, str, pa.Table]]:
-    for chunk_id, table in read_batches(task, columns, batch_rows):
-        logging.info("Read %s/%s %s chunk %s: %d rows.", task.partition.kind,
-                     task.partition.name, os.path.basename(task.path), chunk_id, table.num_rows)
-        yield task, chunk_id, table
+    try:
+        for chunk_id, table in read_batches(task, columns, batch_rows):
+            logging.debug("Read %s/%s %s chunk %s: %d rows.", task.partition.kind,
+                          task.partition.name, os.path.basename(task.path), chunk_id,
+                          table.num_rows)
+            yield task, chunk_id, table
+    except BadLogFileError as error:
+        if not skip_bad:
+            raise
+        logging.warning("%s (--on_bad_file=skip_day: the days that need it are not built)", error)
+        yield beam.pvalue.TaggedOutput("bad", (task, str(error)))
+
+
+def _write_bad_file_report(element: tuple[ReadTask, str], root: str) -> None:
+    task, reason = element
+    bad_files.write_report(root, task.partition, task.path, reason)
 
 
 def _reject_unknown(element: tuple[ReadTask, str, pa.Table]) -> tuple[str, tuple]:
@@ -160,6 +201,7 @@ class _ProcessImpressions(beam.DoFn):
         self._conversions: dict[str, pa.Table | None] = {}
 
     def process(self, element: tuple[ReadTask, str, pa.Table], conversions: Mapping):
+        began = time.time()
         task, chunk_id, table = element
         day = task.partition.day
         key = day.isoformat()
@@ -170,9 +212,10 @@ class _ProcessImpressions(beam.DoFn):
             path = part_path(staging, split, shard, chunk_id)
             write_records(path, records)
             yield (key, split, shard), (chunk_id, path, len(records))
-        logging.info("Span %s chunk %s: %d rows in, %d written, %d rejected, %d positives.",
-                     key, chunk_id, out.stats.rows_in, out.stats.rows_written,
-                     out.stats.rows_rejected, out.stats.positives)
+        logging.debug("Span %s chunk %s: %d rows in, %d written, %d rejected, %d positives.",
+                      key, chunk_id, out.stats.rows_in, out.stats.rows_written,
+                      out.stats.rows_rejected, out.stats.positives)
+        yield beam.pvalue.TaggedOutput("started", (key, began))
         yield beam.pvalue.TaggedOutput("stats", (key, out.stats))
         yield beam.pvalue.TaggedOutput("tokens", (key, out.token_counts))
         yield beam.pvalue.TaggedOutput("statistics", (key, out.statistics))
@@ -204,7 +247,7 @@ class _AssembleShard(beam.DoFn):
         path = assemble_shard(staging, split, shard, self._shards[key],
                               [path for _, path, _ in parts])
         rows = sum(rows for _, _, rows in parts)
-        logging.info("Wrote %s: %d examples.", path, rows)
+        logging.debug("Wrote %s: %d examples.", path, rows)
         yield key, (split, shard, rows)
 
 
@@ -219,6 +262,9 @@ class _CompleteSpan(beam.DoFn):
     def process(self, element):
         key, grouped = element
         day = datetime.date.fromisoformat(key)
+        if grouped["bad"]:
+            logging.warning("Span %s not built: %s", key, sorted(grouped["bad"])[0])
+            return
         stats = merge_stats(grouped["stats"])
         stats.check(f"span {key}")
         written = sum(rows for _, _, rows in grouped["written"])
@@ -237,10 +283,11 @@ class _CompleteSpan(beam.DoFn):
         complete_span(staging, self._shards[key], metadata, counts, rejected, processor.spec,
                       statistics=merge_statistics(grouped["statistics"]))
         publish_span(staging, span_path(self._output, day))
+        seconds = time.time() - min(grouped["started"], default=time.time())
         logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
-                     "rejected %s, %d positives.", key, stats.rows_in, stats.rows_written,
-                     stats.train_rows, stats.eval_rows, stats.rows_rejected,
-                     stats.rejected_by_reason, stats.positives)
+                     "rejected %s, %d positives; %.1f s.", key, stats.rows_in,
+                     stats.rows_written, stats.train_rows, stats.eval_rows, stats.rows_rejected,
+                     stats.rejected_by_reason, stats.positives, seconds)
         yield key
 
 

@@ -31,8 +31,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from google.protobuf import text_format
 
 from cvr_tf.features import FeatureSpec, default_spec
-from cvr_tf.input import days_in_range
+from cvr_tf.input import days_in_range, is_complete_span, span_path
 from cvr_tf.vocabulary import vocabulary_dir, window_vocabularies, write_vocabularies
+from pipelines import bad_files
 from pipelines.chunks import ImpressionProcessor
 from pipelines.labels import JOIN_KEYS, TS, conversion_days
 from pipelines.log_reader import (
@@ -70,10 +71,13 @@ class RunSummary:
       built: days whose span this run wrote.
       skipped: days whose complete span was kept (no ``--overwrite``).
       missing_days: days without an impressions partition (no span).
+      bad_days: day -> why its span was not built: a log file it needs is unreadable
+        (``on_bad_file="skip_day"``, :mod:`pipelines.bad_files`).
       spans: day -> that span's statistics, for every complete span of the window.
       totals: the sum of ``spans`` (``rows_in == rows_written + rows_rejected``).
       partitions: ``<kind>/<partition>`` -> rows read and rejected outside spans (conversions
-        read for the join, unknown date partitions).
+        read for the join, unknown date partitions), and ``bad_file``, the reason, for an
+        unreadable file that no built day needed (``skip_day``; it was not read).
       vocab_dir: where the window's vocabularies are.
       vocabulary_sizes: table -> tokens written.
       wall_seconds: wall time of the run.
@@ -85,6 +89,7 @@ class RunSummary:
     built: list[str]
     skipped: list[str]
     missing_days: list[str]
+    bad_days: dict[str, str]
     spans: dict[str, dict]
     totals: dict
     partitions: dict[str, dict]
@@ -101,7 +106,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
                 end: datetime.date, spec: FeatureSpec | None = None, *,
                 attribution_days: int = 3, label_column: str | None = None,
                 eval_fraction: float = 0.1, num_shards: int = 0, overwrite: bool = False,
-                batch_rows: int = DEFAULT_BATCH_ROWS,
+                batch_rows: int = DEFAULT_BATCH_ROWS, on_bad_file: str = bad_files.FAIL,
                 pipeline_options: PipelineOptions | None = None) -> RunSummary:
     """Builds the daily spans of ``start..end`` from the logs (see the module docstring).
 
@@ -117,6 +122,8 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
       num_shards: shards per split and span; 0 picks one per ``ROWS_PER_SHARD`` rows of the day.
       overwrite: rebuild complete spans instead of skipping them.
       batch_rows: most rows in one Beam element (an Arrow table).
+      on_bad_file: ``fail`` on an unreadable log file, or ``skip_day``: build every day but
+        those that need it (:mod:`pipelines.bad_files`), listed in ``bad_days``.
       pipeline_options: Beam options; None runs in this process on the FnApiRunner.
 
     Returns:
@@ -124,9 +131,13 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
 
     Raises:
       LogSchemaError: a needed column is absent from a log file (raised before any work).
+      BadLogFileError: a log file is unreadable and ``on_bad_file`` is ``fail``.
       FileNotFoundError: no impressions partition for any day of the window.
     """
     _check_arguments(attribution_days, eval_fraction, num_shards, batch_rows)
+    bad_files.check_policy(on_bad_file)
+    skip_bad = on_bad_file == bad_files.SKIP_DAY
+    window = None if label_column is not None else attribution_days
     quiet_beam_type_hints()
     began = time.perf_counter()
     spec = spec or default_spec()
@@ -149,10 +160,21 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
         raise FileNotFoundError(f"no impressions partition date=YYYY-MM-DD in {root} for any "
                                 f"day of {start}..{end}; check --logs and the dates")
 
+    conversions = list_partitions(logs, CONVERSIONS) if label_column is None else []
+    bad_days: dict[datetime.date, str] = {}
+    bad: dict[Partition, str] = {}
+    if skip_bad:  # bad footers cost their days before any work; bad pages, in the pipeline
+        needed = {c for d in build for c in conversion_days(d, attribution_days)}
+        bad = bad_files.bad_footers([by_day[d] for d in build] +
+                                    [p for p in conversions if p.day in needed or p.day is None]
+                                    + unknown)
+        bad_days = bad_files.skipped_days(bad, build, window)
+        build = [d for d in build if d not in bad_days]
+        unknown = [p for p in unknown if p not in bad]
+        conversions = [p for p in conversions if p not in bad]
     check_columns([by_day[d] for d in build], processor.required_columns())
     conversion_parts: list[Partition] = []
     if label_column is None:
-        conversions = list_partitions(logs, CONVERSIONS)
         needed = {c for d in build for c in conversion_days(d, attribution_days)}
         conversion_parts = [p for p in conversions if p.day in needed]
         unknown += [p for p in conversions if p.day is None]
@@ -168,26 +190,38 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
                  len(skipped), run_id)
     if build or unknown:
         graph = SpanGraph(processor=processor, output=output, run_id=run_id, shards=shards,
-                          batch_rows=batch_rows)
+                          batch_rows=batch_rows, skip_bad_days=skip_bad)
         with _make_pipeline(pipeline_options) as pipeline:
             graph.expand(pipeline, impression_tasks, plan_reads(conversion_parts),
                          plan_reads(unknown))
         logging.info("Beam pipeline done in %.1f s.", time.perf_counter() - began)
 
     reports = _read_partition_reports(temp_root(output, run_id))
+    met = bad_files.read_reports(temp_root(output, run_id),
+                                 [*by_day.values(), *conversions, *unknown])
+    bad_days = dict(sorted({**bad_files.skipped_days(met, build, window), **bad_days}.items()))
+    kept = [d for d in bad_days if is_complete_span(span_path(output, d))]  # an older span
+    build = [d for d in build if d not in bad_days]
+    for line in bad_files.summary_lines({d.isoformat(): r for d, r in bad_days.items()}):
+        logging.warning("%s", line)
+    for partition, reason in {**met, **bad}.items():
+        if not bad_files.days_hit(partition, bad_days, window):  # read for no span: say so
+            logging.warning("%s/%s not read: %s", partition.kind, partition.name, reason)
+            reports.setdefault(f"{partition.kind}/{partition.name}", {})["bad_file"] = reason
     _write_schema(output, spec)
     vocab_dir = vocabulary_dir(output, start, end)
     vocabularies = window_vocabularies(output, spec, start, end)
     write_vocabularies(vocab_dir, vocabularies)
     logging.info("Vocabularies of %s..%s written to %s: %s.", start, end, vocab_dir,
                  ", ".join(f"{t}={len(v)}" for t, v in vocabularies.items()))
-    spans = {d.isoformat(): read_span_stats(output, d) for d in sorted(build + skipped)}
+    spans = {d.isoformat(): read_span_stats(output, d) for d in sorted({*build, *skipped, *kept})}
     totals = merge_stats(SpanStats(**s["rows"]) for s in spans.values())
     wall = time.perf_counter() - began
     rows_built = sum(spans[d.isoformat()]["rows"]["rows_in"] for d in build)
     summary = RunSummary(
         start=start.isoformat(), end=end.isoformat(), built=[d.isoformat() for d in build],
         skipped=[d.isoformat() for d in skipped], missing_days=[d.isoformat() for d in missing],
+        bad_days={d.isoformat(): reason for d, reason in bad_days.items()},
         spans=spans, totals=dataclasses.asdict(totals), partitions=reports, vocab_dir=vocab_dir,
         vocabulary_sizes={t: len(v) for t, v in vocabularies.items()}, wall_seconds=wall,
         rows_per_second=rows_built / wall if wall > 0 else 0.0)
@@ -195,9 +229,10 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
         json.dump(summary.to_dict(), handle, indent=2)
         handle.write("\n")
     shutil.rmtree(temp_root(output, run_id), ignore_errors=True)
-    logging.info("Done: built %d, skipped %d span(s); %d rows in, %d written, %d rejected; "
-                 "%.0f rows/s.", len(build), len(skipped), totals.rows_in, totals.rows_written,
-                 totals.rows_rejected, summary.rows_per_second)
+    logging.info("Done: built %d, skipped %d span(s), %d day(s) not built for bad files; %d rows "
+                 "in, %d written, %d rejected; %.0f rows/s.", len(build), len(skipped),
+                 len(bad_days), totals.rows_in, totals.rows_written, totals.rows_rejected,
+                 summary.rows_per_second)
     return summary
 
 

@@ -53,6 +53,7 @@ class _Tasks:
             f"--train_end={spans.day(3)}", f"--eval_start={spans.day(4)}",
             f"--eval_end={spans.day(4)}", f"--steps={STEPS}", "--batch_size=64",
             "--backbone=mlp", "--log_every_steps=2", f"--strategy={strategy}",
+            "--group_batches=on",  # request-grouped input under every multi-process strategy
             # Every optimizer option must work across tasks too.
             "--optimizer=adamw", "--weight_decay=0.01", "--embedding_optimizer=adagrad",
             "--embedding_learning_rate=0.05", "--embedding_l2=1e-4", "--clipnorm=1.0",

@@ -138,3 +138,54 @@ def test_a_column_absent_from_the_spans_fails_before_the_graph_naming_file_and_f
                        match="holds column 'item_price' as float_list but the feature spec reads "
                              "it as int64"):
         make_dataset(output, START, END, retyped)
+
+
+def _runs(keys):
+    """(key, length) of each run of equal consecutive keys."""
+    runs = []
+    for key in keys:
+        if runs and runs[-1][0] == key:
+            runs[-1][1] += 1
+        else:
+            runs.append([key, 1])
+    return [tuple(run) for run in runs]
+
+
+def test_grouped_batches_are_full_and_hold_whole_requests_shuffled_by_request(data):
+    output, impressions, summary = data
+
+    def keys(seed, **kwargs):
+        dataset = make_dataset(output, START, END, SPEC, batch_size=32, seed=seed,
+                               group_by_request=True, **kwargs)
+        batches = [b["request_id"].numpy().tolist() for b in dataset]
+        return batches, [key for batch in batches for key in batch]
+
+    batches, stream = keys(0)
+    sizes = collections.Counter(stream)
+    runs = _runs(stream)
+    # Every request is one run of the stream, so one batch or consecutive ones, whole.
+    assert len(runs) == len(sizes) and dict(runs) == dict(sizes)
+    assert len(stream) == summary.totals["train_rows"]
+    assert all(len(batch) == 32 for batch in batches[:-1])
+    assert [len(b) for b in keys(0, drop_remainder=True)[0]] == [32] * (len(stream) // 32)
+    assert keys(0)[1] == stream
+    assert keys(1)[1] != stream and sorted(keys(1)[1]) == sorted(stream)
+    in_file_order = _runs(keys(0, shuffle=False)[1])
+    assert [key for key, _ in runs] != [key for key, _ in in_file_order]
+
+
+def test_grouped_input_pipelines_share_out_whole_requests(data):
+    output = data[0]  # 6 train files: 7 pipelines share out requests, not files
+    parts = [make_dataset(output, START, END, SPEC, batch_size=64, shuffle=False,
+                          group_by_request=True, num_input_pipelines=7, input_pipeline_id=i)
+             for i in range(7)]
+    owners = collections.defaultdict(set)
+    rows = 0
+    for part, dataset in enumerate(parts):
+        for batch in dataset:
+            rows += len(batch["request_id"])
+            for key in batch["request_id"].numpy():
+                owners[key].add(part)
+    assert rows == data[2].totals["train_rows"]
+    assert all(len(parts_of_request) == 1 for parts_of_request in owners.values())
+    assert len({part for parts_of_request in owners.values() for part in parts_of_request}) == 7

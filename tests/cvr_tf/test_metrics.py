@@ -1,5 +1,6 @@
 """Tests of cvr_tf.metrics: hand-worked cases and plain-loop reference implementations."""
 
+import json
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ def reference_auc(labels, predictions, weights=None):
                     correct += pair
                 elif predictions[i] == predictions[j]:
                     correct += 0.5 * pair
-    return correct / total if total else math.nan
+    return correct / total if total else None
 
 
 def reference_requests(labels, predictions, groups):
@@ -50,7 +51,7 @@ def reference_map(labels, predictions, groups):
         for items in reference_requests(labels, predictions, groups)
         if len(items) >= 2 and any(label == 1 for _, label in items)
     ]
-    return sum(aps) / len(aps) if aps else math.nan
+    return sum(aps) / len(aps) if aps else None
 
 
 def reference_group_auc(labels, predictions, groups):
@@ -61,7 +62,7 @@ def reference_group_auc(labels, predictions, groups):
             request_auc = reference_auc(request_labels, [p for p, _ in items])
             weighted_sum += len(items) * request_auc
             impressions += len(items)
-    return weighted_sum / impressions if impressions else math.nan
+    return weighted_sum / impressions if impressions else None
 
 
 def reference_logloss(labels, predictions, eps=1e-7):
@@ -218,23 +219,34 @@ def test_column_vectors_are_accepted():
     assert result == metrics.evaluate(labels, predictions, groups)
 
 
-def test_undefined_metrics_are_nan():
+def test_metrics_that_are_not_computable_are_none_and_json_null():
     all_negative = metrics.evaluate([0, 0, 0], [0.1, 0.2, 0.3], ["a", "a", "b"])
     for name in ("auc", "mean_average_precision", "group_auc", "calibration"):
-        assert math.isnan(all_negative[name]), name
-    assert all_negative["requests_with_positive"] == 0
-    assert math.isnan(metrics.auc([1, 1], [0.2, 0.3]))
+        assert all_negative[name] is None, name
+    assert all_negative["logloss"] == pytest.approx(reference_logloss([0, 0, 0], [0.1, 0.2, 0.3]))
+    assert (all_negative["requests_with_positive"], all_negative["map_requests"],
+            all_negative["group_auc_requests"]) == (0, 0, 0)
+    assert '"auc": null' in json.dumps(all_negative, allow_nan=False)
+    assert metrics.auc([1, 1], [0.2, 0.3]) is None
+    assert metrics.calibration([0, 0], [0.2, 0.3]) is None
     # Every request is single-item, so no request has both a positive and a negative.
-    assert math.isnan(metrics.group_auc([1, 0], [0.2, 0.3], ["a", "b"]))
+    assert metrics.group_auc([1, 0], [0.2, 0.3], ["a", "b"]) is None
+    assert metrics.mean_average_precision([1, 0], [0.2, 0.3], ["a", "b"]) is None
 
 
 def test_one_row_requests_give_no_ranking_metric_and_count_zero_requests():
     # A lone positive candidate has AP 1 whatever the model: it must not make mAP 1.0.
-    one_row = metrics.evaluate([1, 0, 1], [0.1, 0.2, 0.3], ["a", "b", "c"])
-    assert math.isnan(one_row["mean_average_precision"])
-    assert math.isnan(one_row["group_auc"])
+    one_row = metrics.evaluate([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], ["a", "b", "c", "d"])
+    assert one_row["mean_average_precision"] is None and one_row["group_auc"] is None
     assert (one_row["map_requests"], one_row["group_auc_requests"]) == (0, 0)
-    assert one_row["requests_with_positive"] == 2
+    assert one_row["requests_with_positive"] == 2 and one_row["requests"] == 4
+    assert one_row["auc"] == 0.25  # pointwise metrics stay computable: 1 of 4 pairs in order
+
+
+def test_format_metric_says_na_for_a_metric_that_is_not_computable():
+    assert metrics.format_metric(None) == "n/a"
+    assert metrics.format_metric(0.123456) == "0.1235"
+    assert metrics.format_metric(0.123456, ".5f") == "0.12346"
 
 
 def test_ranking_metrics_count_only_the_requests_they_average():

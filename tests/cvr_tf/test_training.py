@@ -250,6 +250,21 @@ def test_warm_start_across_new_vocabulary_and_feature(trained, simulated_spans, 
 
 
 def test_mirrored_strategy_trains(simulated_spans, tmp_path):
+    # The listwise loss, so with batches grouped by request (--group_batches=auto).
     record = training.train(_config(simulated_spans, tmp_path, strategy="mirrored", steps=3,
-                                    model=ModelConfig(backbone="mlp")))
+                                    model=ModelConfig(backbone="mlp", loss="listwise_softmax")))
     assert record["train_steps"] == 3 and record["config"]["strategy"] == "mirrored"
+
+
+@pytest.mark.parametrize("loss, group_batches, grouped", [
+    ("listwise_softmax", "auto", True), ("logloss", "auto", False),
+    ("logloss", "on", True), ("listwise_softmax", "off", False)])
+def test_training_batches_are_grouped_by_request_for_listwise_losses(
+        simulated_spans, tmp_path, monkeypatch, loss, group_batches, grouped):
+    calls = []
+    monkeypatch.setattr(training.input_lib, "make_dataset",
+                        lambda *args, **kwargs: calls.append(kwargs))
+    config = _config(simulated_spans, tmp_path, model=ModelConfig(loss=loss),
+                     group_batches=group_batches)
+    training._train_dataset(config, default_spec(), tf.distribute.get_strategy())
+    assert calls[0]["group_by_request"] is grouped and calls[0]["drop_remainder"]

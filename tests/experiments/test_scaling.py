@@ -100,3 +100,11 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     other_world = _grid(data={**TINY_GRID["data"], "requests_per_day": 100})
     with pytest.raises(scaling.GridError, match="holds logs of another world or traffic"):
         scaling.run_grid(other_world, out, results, report=again.append)
+
+
+def test_a_cell_whose_map_is_not_computable_has_no_gain_and_reads_na():
+    row = {"cell": "dcnv2-x1", "role": "baseline", "mean_average_precision": None,
+           "map_gain": None, "auc": None, "logloss": 0.25, "dense_flops_per_example": 2e6,
+           "params": 1000, "train_examples": 512, "wall_seconds": 3.0}
+    assert scaling.markdown_table([row]).splitlines()[-1] == (
+        "| dcnv2-x1 | baseline | n/a | - | n/a | 0.25000 | 2.00 | 1,000 | 512 | 3 |")

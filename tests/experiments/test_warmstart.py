@@ -58,3 +58,12 @@ def test_added_feature_spec(tmp_path):
     with pytest.raises(FeatureSpecError, match="feature 'bad'"):
         warmstart.write_added_feature_spec(str(path), {"name": "bad", "kind": "categorical"})
     assert json.loads(path.read_text())["features"][-1]["name"] == "query_hashed"
+
+
+def test_a_map_that_is_not_computable_reads_na_in_the_report():
+    cold = {"eval": {"logloss": 0.20, "mean_average_precision": None},
+            "eval_curve": _curve((10, 2.0, 0.20))}
+    warm = {"eval": {"logloss": 0.18, "mean_average_precision": 0.32},
+            "eval_curve": _curve((10, 1.5, 0.18))}
+    table = warmstart.markdown_report({"comparisons": {"warm": warmstart.compare(cold, warm)}})
+    assert table.splitlines()[-1].endswith("| n/a / 0.3200 |")

@@ -241,6 +241,10 @@ def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_
     span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
     assert [line.split(" complete:")[0] for line in span_lines] == [
         f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
+    assert all(re.search(r"\d+ rows in, .* positives; \d+\.\d s\.$", line) for line in span_lines)
+    progress = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+                and r.name == "absl"]
+    assert not [line for line in progress if " chunk " in line or line.startswith("Wrote ")]
 
 
 @pytest.mark.parametrize("damage, what", [

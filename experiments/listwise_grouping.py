@@ -1,0 +1,104 @@
+"""Listwise softmax with and without grouped batches: test mAP on a small simulated window.
+
+    python -m experiments.listwise_grouping [--workdir=DIR] [--days=8] [--requests_per_day=3000]
+        [--seeds=2] [--batch_size=512] [--json=experiments/results/listwise_grouping.json]
+
+Simulates ``--days`` days of logs (``pipelines.simulate``), builds their spans
+(``pipelines.build_tfrecords``), trains DCNv2 with ``--loss=listwise_softmax`` for one epoch on
+all days but the last, once with ``--group_batches=on`` (the ``auto`` default for this loss:
+whole requests per batch, :mod:`cvr_tf.request_batches`) and once with ``off`` (records
+shuffled one by one, so a batch holds about one candidate per request), for each seed, and
+evaluates the served scores on the last day. Prints a markdown table and the load average.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import tempfile
+
+from absl import app, flags
+
+from cvr_tf import training
+from cvr_tf.metrics import format_metric
+from cvr_tf.model import ModelConfig
+from pipelines.simulate import simulate_logs
+from pipelines.span_pipeline import build_spans
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "", "Keep logs, spans and models here (default: temporary).")
+flags.DEFINE_integer("days", 8, "Days of logs; the last one is the test day.", lower_bound=2)
+flags.DEFINE_integer("requests_per_day", 3000, "Search requests per day.", lower_bound=1)
+flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.", lower_bound=2)
+flags.DEFINE_integer("seeds", 2, "Training seeds per setting.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 512, "Training batch size.", lower_bound=1)
+flags.DEFINE_string("json", "", "Also write the rows here.")
+FIRST_DAY = datetime.date(2026, 1, 5)
+SETTINGS = ("on", "off")
+METRICS = ("mean_average_precision", "group_auc", "auc")
+
+
+def run(workdir: str, days: int, requests_per_day: int, candidates: int, seeds: int,
+        batch_size: int) -> list[dict]:
+    """One row per (grouping, seed): the eval metrics and the training throughput."""
+    logs, spans = os.path.join(workdir, "logs"), os.path.join(workdir, "spans")
+    last = FIRST_DAY + datetime.timedelta(days=days - 1)
+    if not os.path.isdir(os.path.join(logs, "impressions")):
+        simulate_logs(logs, FIRST_DAY, days, requests_per_day, candidates)
+    build_spans(logs, spans, FIRST_DAY, last)
+    rows = []
+    for setting in SETTINGS:
+        for seed in range(seeds):
+            config = training.TrainConfig(
+                data_dir=spans, model_dir=os.path.join(workdir, "models", f"{setting}-{seed}"),
+                train_start=FIRST_DAY, train_end=last - datetime.timedelta(days=1),
+                eval_start=last, eval_end=last,
+                model=ModelConfig(backbone="dcnv2", loss="listwise_softmax"),
+                group_batches=setting, batch_size=batch_size, epochs=1, seed=seed,
+                log_every_steps=200, overwrite=True)
+            record = training.train(config)
+            rows.append({"group_batches": setting, "seed": seed,
+                         **{m: record["eval"][m] for m in METRICS},
+                         "map_requests": record["eval"]["map_requests"],
+                         "train_examples_per_second": record["train_examples_per_second"]})
+    return rows
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None when a value is (a metric that was not computable)."""
+    return None if any(v is None for v in values) else statistics.mean(values)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A row per setting: each seed's test mAP, and the means of the metrics over seeds."""
+    lines = ["| --group_batches | test mAP per seed | mean mAP | mean gAUC | mean AUC | "
+             "train examples/s |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for setting in SETTINGS:
+        members = [r for r in rows if r["group_batches"] == setting]
+        means = {m: _mean([r[m] for r in members]) for m in METRICS}
+        per_seed = ", ".join(format_metric(r["mean_average_precision"]) for r in members)
+        lines.append(
+            f"| {setting} | {per_seed} | {format_metric(means['mean_average_precision'])} | "
+            f"{format_metric(means['group_auc'])} | {format_metric(means['auc'])} | "
+            f"{statistics.mean(r['train_examples_per_second'] for r in members):,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="listwise-") as scratch:
+        rows = run(FLAGS.workdir or scratch, FLAGS.days, FLAGS.requests_per_day,
+                   FLAGS.candidates_per_request, FLAGS.seeds, FLAGS.batch_size)
+    print(markdown_table(rows))
+    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+            handle.write("\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
