@@ -21,19 +21,31 @@ from cvr_tf.features import FeatureSpec
 from cvr_tf.model import CVRModel
 
 
+def _span_rows(span: str) -> dict[str, Any]:
+    with open(os.path.join(span, "stats.json"), encoding="utf-8") as handle:
+        return json.load(handle).get("rows", {})
+
+
 def count_examples(spans: list[str], split: str) -> int:
     """Examples in the ``split`` shards of ``spans``, from each span's ``stats.json``."""
     total = 0
     for span in spans:
-        stats_path = os.path.join(span, "stats.json")
-        with open(stats_path, encoding="utf-8") as handle:
-            stats = json.load(handle)
         key = f"{split}_rows"
-        if key not in stats.get("rows", {}):
-            raise KeyError(f"{stats_path} has no rows.{key}; rebuild the span with "
-                           "pipelines.build_tfrecords --overwrite")
-        total += int(stats["rows"][key])
+        rows = _span_rows(span)
+        if key not in rows:
+            raise KeyError(f"{os.path.join(span, 'stats.json')} has no rows.{key}; rebuild the "
+                           "span with pipelines.build_tfrecords --overwrite")
+        total += int(rows[key])
     return total
+
+
+def rejected_rows(spans: list[str]) -> dict[str, int]:
+    """Rows the pipeline dead-lettered in ``spans``, by reason (``stats.json``), largest first."""
+    reasons: dict[str, int] = {}
+    for span in spans:
+        for reason, count in _span_rows(span).get("rejected_by_reason", {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(count)
+    return dict(sorted(reasons.items(), key=lambda item: -item[1]))
 
 
 def predict_served(model: CVRModel, dataset: tf.data.Dataset, spec: FeatureSpec

@@ -31,7 +31,7 @@ from cvr_tf.backbones import build_backbone
 from cvr_tf.callbacks import ProgressLogger, RaiseOnNaN
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import EpochEndBatchHooks, embedding_table_devices, make_strategy
-from cvr_tf.evaluation import count_examples, evaluate_window
+from cvr_tf.evaluation import count_examples, evaluate_window, rejected_rows
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import CVRModel, ModelConfig
 from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimizers
@@ -152,6 +152,13 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
             spans.append(input_lib.list_spans(config.data_dir, start, end))
         except FileNotFoundError as error:
             raise ConfigError(f"{name} window: {error}") from error
+    for name, window in zip(("training", "eval"), spans, strict=True):
+        if count_examples(window, "train") + count_examples(window, "eval") == 0:
+            reasons = ", ".join(f"{r}: {n}" for r, n in rejected_rows(window).items())
+            raise ConfigError(
+                f"the {name} window's spans hold no rows: the pipeline rejected every row "
+                f"({reasons or 'none read'}); see its dead-letter output, fix the logs or the "
+                "spec, and rebuild the spans with --overwrite")
     if count_examples(spans[0], "eval") == 0:
         raise ConfigError(
             "the training window's spans hold no eval split to validate on; rebuild them with "

@@ -28,13 +28,6 @@ from pipelines.simulate import simulate_logs
 from pipelines.span_pipeline import build_spans
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "", "Keep logs, spans and models here (default: temporary).")
-flags.DEFINE_integer("days", 8, "Days of logs; the last one is the test day.", lower_bound=2)
-flags.DEFINE_integer("requests_per_day", 3000, "Search requests per day.", lower_bound=1)
-flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.", lower_bound=2)
-flags.DEFINE_integer("seeds", 2, "Training seeds per setting.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 512, "Training batch size.", lower_bound=1)
-flags.DEFINE_string("json", "", "Also write the rows here.")
 FIRST_DAY = datetime.date(2026, 1, 5)
 SETTINGS = ("on", "off")
 METRICS = ("mean_average_precision", "group_auc", "auc")
@@ -100,5 +93,18 @@ def main(argv: list[str]) -> None:
             handle.write("\n")
 
 
+def define_flags() -> None:
+    """The job's flags, defined when it runs (not on import: other experiments that tests import
+    in the same process define flags of the same names)."""
+    flags.DEFINE_string("workdir", "", "Keep logs, spans and models here (default: temporary).")
+    flags.DEFINE_integer("days", 8, "Days of logs; the last one is the test day.", lower_bound=2)
+    flags.DEFINE_integer("requests_per_day", 3000, "Search requests per day.", lower_bound=1)
+    flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.", lower_bound=2)
+    flags.DEFINE_integer("seeds", 2, "Training seeds per setting.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 512, "Training batch size.", lower_bound=1)
+    flags.DEFINE_string("json", "", "Also write the rows here.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
