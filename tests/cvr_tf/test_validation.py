@@ -3,7 +3,7 @@
 import pytest
 
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
+from cvr_tf import training, validation
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
 from cvr_tf.optimization import OptimizerConfig
@@ -87,3 +87,14 @@ def test_monitor_selects_by_direction_and_skips_uncomputable_points(metric, valu
     restored = ValidationMonitor(1, len(values), dict, metric, patience=2)
     restored.load_state(monitor.state())
     assert restored.state() == monitor.state()
+
+
+def test_monitor_logs_na_for_a_metric_that_is_not_computable(monkeypatch):
+    lines = []
+    monkeypatch.setattr(validation.logging, "info", lambda message, *args: lines.append(
+        message % args))
+    monitor = ValidationMonitor(1, 1, lambda: {"logloss": 0.123456, "auc": None,
+                                               "mean_average_precision": None}, "auc")
+    monitor.on_train_batch_end(0)
+    assert lines == ["validation at step 1: logloss 0.1235  auc n/a  mAP n/a  gAUC n/a"]
+    assert monitor.curve[0]["auc"] is None and monitor.best is None
