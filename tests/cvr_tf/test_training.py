@@ -263,8 +263,9 @@ def test_training_batches_are_grouped_by_request_for_listwise_losses(
         simulated_spans, tmp_path, monkeypatch, loss, group_batches, grouped):
     calls = []
     monkeypatch.setattr(training.input_lib, "make_dataset",
-                        lambda *args, **kwargs: calls.append(kwargs))
+                        lambda *args, **kwargs: calls.append(kwargs) or tf.data.Dataset.range(4))
     config = _config(simulated_spans, tmp_path, model=ModelConfig(loss=loss),
                      group_batches=group_batches)
-    training._train_dataset(config, default_spec(), tf.distribute.get_strategy())
+    dataset = training._train_dataset(config, default_spec(), tf.distribute.get_strategy(), 1)
     assert calls[0]["group_by_request"] is grouped and calls[0]["drop_remainder"]
+    assert list(dataset.as_numpy_iterator()) == [1, 2, 3]  # a resumed run skips trained steps

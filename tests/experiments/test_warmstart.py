@@ -62,8 +62,8 @@ def test_added_feature_spec(tmp_path):
 
 def test_a_map_that_is_not_computable_reads_na_in_the_report():
     cold = {"eval": {"logloss": 0.20, "mean_average_precision": None},
-            "eval_curve": _curve((10, 2.0, 0.20))}
+            "validation_curve": _curve((10, 2.0, 0.20))}
     warm = {"eval": {"logloss": 0.18, "mean_average_precision": 0.32},
-            "eval_curve": _curve((10, 1.5, 0.18))}
+            "validation_curve": _curve((10, 1.5, 0.18))}
     table = warmstart.markdown_report({"comparisons": {"warm": warmstart.compare(cold, warm)}})
     assert table.splitlines()[-1].endswith("| n/a / 0.3200 |")
