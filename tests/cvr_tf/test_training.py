@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
+from cvr_tf import training, training_loop
 from cvr_tf import warm_start as warm_start_lib
 from cvr_tf.callbacks import NaNLossError
 from cvr_tf.compat import keras, tf
@@ -262,10 +262,10 @@ def test_mirrored_strategy_trains(simulated_spans, tmp_path):
 def test_training_batches_are_grouped_by_request_for_listwise_losses(
         simulated_spans, tmp_path, monkeypatch, loss, group_batches, grouped):
     calls = []
-    monkeypatch.setattr(training.input_lib, "make_dataset",
+    monkeypatch.setattr(training_loop.input_lib, "make_dataset",
                         lambda *args, **kwargs: calls.append(kwargs) or tf.data.Dataset.range(4))
     config = _config(simulated_spans, tmp_path, model=ModelConfig(loss=loss),
                      group_batches=group_batches)
-    dataset = training._train_dataset(config, default_spec(), tf.distribute.get_strategy(), 1)
+    dataset = training_loop.train_dataset(config, default_spec(), tf.distribute.get_strategy(), 1)
     assert calls[0]["group_by_request"] is grouped and calls[0]["drop_remainder"]
     assert list(dataset.as_numpy_iterator()) == [1, 2, 3]  # a resumed run skips trained steps
