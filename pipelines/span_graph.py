@@ -10,6 +10,10 @@
     unknown date partitions and rejected conversions -> dead_letter/<kind>/<partition>.jsonl,
                                                         and a report per partition
 
+With ``request_relative`` features the part files hold Arrow rows, and assembling a shard (whose
+rows hold whole requests) derives the per-request columns and encodes them
+(:mod:`pipelines.chunks`).
+
 Keys are strings (ISO days), so every runner has a deterministic key coder. Each stage logs a
 progress line per element. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
 """
