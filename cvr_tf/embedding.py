@@ -14,6 +14,8 @@ bucket of the boundaries):
   ``e_i = s / max(m, 1)`` (mean), ``s`` (sum) or ``s / sqrt(max(m, 1))`` (sqrtn)
 * bucketized numeric: ``e_i = E_t[bucket(x_i)]``
 * normalized numeric: ``e_i = (g(x_i) - mean) / std`` with ``g`` identity or log1p.
+* request_relative: as numeric, of the derived column ``<column>__<relation>``
+  (:mod:`cvr_tf.features.relative`), which the layer reads like any column.
 
 Each kind computes its own lookup and field (:meth:`cvr_tf.features.Feature.make_lookup`,
 :meth:`~cvr_tf.features.Feature.embed`); this layer owns the tables and the concatenation.
@@ -118,7 +120,7 @@ class FeatureEmbedding(keras.layers.Layer):
 
     @property
     def input_columns(self) -> list[str]:
-        return list(dict.fromkeys(f.column for f in self._features))
+        return list(dict.fromkeys(f.input_column for f in self._features))
 
     def vocabulary(self, table: str) -> list[str]:
         """Tokens of a vocabulary table; row ``i + 1`` of its embedding is token ``i``."""
@@ -131,7 +133,7 @@ class FeatureEmbedding(keras.layers.Layer):
                              f"expected {', '.join(self.input_columns)}")
         fields = []
         for f in self._features:
-            x = inputs[f.column]
+            x = inputs[f.input_column]
             if x.shape.rank == 2:
                 x = tf.squeeze(x, axis=-1)
             fields.append(f.embed(x, self.tables.get(f.table), self._lookups.get(f.table)))

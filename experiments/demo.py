@@ -77,13 +77,14 @@ def metrics_table(rows: dict[str, dict[str, float | None]]) -> str:
 
 def eval_requests(data_dir: str, day: datetime.date
                   ) -> tuple[list[dict[str, np.ndarray]], np.ndarray, np.ndarray]:
-    """(per-request serving features, labels, request keys) of the eval day, by request."""
+    """(per-request serving inputs, labels, request keys) of the eval day, by request: what a
+    client sends (``FeatureSpec.serving_columns``: raw columns, never a derived one)."""
     spec = default_spec()
     data = input_lib.read_columns(data_dir, day, day, spec)
     order = np.argsort(data[spec.group_key], kind="stable")
     keys = data[spec.group_key][order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    by_request = {c: data[c][order] for c in spec.column_dtypes(train_only=False)}
+    by_request = {c: data[c][order] for c in spec.serving_columns()}
     requests = [{c: values[a:b] for c, values in by_request.items()}
                 for a, b in zip(starts, np.r_[starts[1:], len(keys)], strict=True)]
     return requests, data[spec.label][order], keys
@@ -213,7 +214,8 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
         requests, labels, keys = eval_requests(spans, last_day)
         served, latencies = serve_and_score(export_base, requests)
         model = model_dir_lib.load_model(config.model_dir)
-        offline = model({c: np.concatenate([r[c] for r in requests]) for c in requests[0]})
+        offline = model(model.spec.derive_serving_columns(
+            {c: np.concatenate([r[c] for r in requests]) for c in requests[0]}))
         difference = float(np.max(np.abs(served - offline.numpy())))
         served_metrics = metrics_lib.evaluate(labels, served, keys)
         print(f"   {len(requests)} requests, max |served - offline| = {difference:.2e}")

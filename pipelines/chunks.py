@@ -7,6 +7,13 @@ The per-chunk work of the pipeline, free of Beam so it can be called and tested 
              --hash------> split (train/eval) and shard of each row, by request
              --encode----> serialized tf.Examples (tfx-bsl, whole table at once)
              --count-----> vocabulary token counts and numeric statistics of the train rows
+
+A spec with ``request_relative`` features needs whole requests, which a chunk need not hold (a
+request may straddle two row groups). Its chunks therefore leave their rows unencoded, as Arrow
+tables per (split, shard); all rows of a request share their split and shard, so once a shard's
+parts are together (:meth:`ImpressionProcessor.encode_requests`, called by the shard's
+assembly) the per-request columns are derived in numpy, once per request, and encoded. Spans of
+specs without such features are encoded per chunk, as before, byte for byte.
 """
 
 from __future__ import annotations
@@ -31,14 +38,15 @@ class ChunkOutput:
     """What one chunk contributes to its span.
 
     Attributes:
-      shards: ``(split, shard) -> serialized tf.Examples`` (only non-empty groups).
+      shards: ``(split, shard) -> serialized tf.Examples`` (only non-empty groups); for a spec
+        with ``request_relative`` features, the example rows (an Arrow table) instead.
       stats: row accounting of the chunk.
       token_counts: table -> token -> count over the chunk's train rows.
       rejected: dead-letter rows.
       statistics: numeric column -> statistics of the chunk's train rows.
     """
 
-    shards: dict[tuple[str, int], np.ndarray]
+    shards: dict[tuple[str, int], np.ndarray | pa.Table]
     stats: SpanStats
     token_counts: TokenCounts
     rejected: pa.Table
@@ -62,6 +70,12 @@ class ImpressionProcessor:
         self.label_column = label_column
         self.eval_fraction = eval_fraction
         self._encoder = ExampleEncoder(spec.log_columns(), spec.tfmd_schema())
+        derived = {f.input_column for f in spec.request_features}
+        # Columns of a chunk's example rows: what the examples hold, except the columns derived
+        # per request, and the raw columns these are derived from.
+        self._row_columns = list(dict.fromkeys(
+            [*(c for c in spec.log_columns() if c not in derived),
+             *(f.column for f in spec.request_features)]))
 
     def data_definition(self) -> dict[str, object]:
         """The options that decide a span's labels and split, recorded in its ``stats.json``.
@@ -104,6 +118,16 @@ class ImpressionProcessor:
             reasons[self.label_column] = "--label_column names"
         return {rule.column: reasons[rule.column] for rule in self.rules()}
 
+    def encode_requests(self, rows: pa.Table) -> np.ndarray:
+        """Serialized tf.Examples of example rows holding whole requests (the rows a spec with
+        ``request_relative`` features leaves unencoded), with the per-request columns derived
+        (:meth:`cvr_tf.features.FeatureSpec.derive_request_columns`), in row order."""
+        sources = {self.spec.group_key, *(f.column for f in self.spec.request_features)}
+        raw = {c: rows.column(c).to_numpy() for c in sources}
+        for column, values in self.spec.derive_request_columns(raw).items():
+            rows = rows.append_column(column, pa.array(values, pa.float32()))
+        return self._encoder.encode(rows)
+
     def process(self, table: pa.Table, day: datetime.date, conversions: pa.Table | None,
                 num_shards: int) -> ChunkOutput:
         """Validates, labels, splits, encodes and counts one chunk of ``day``'s impressions.
@@ -127,20 +151,24 @@ class ImpressionProcessor:
         is_eval = eval_mask(hashes, self.eval_fraction)
         examples = pa.table({
             column: pa.array(labels) if column == self.spec.label else rows.column(column)
-            for column in self.spec.log_columns()})
-        records = self._encoder.encode(examples)
+            for column in self._row_columns})
+        groups = _group_by_shard(is_eval, shard_indices(hashes, num_shards))
+        if self.spec.request_features:  # encoded by encode_requests, once requests are whole
+            shards = {key: examples.take(positions) for key, positions in groups.items()}
+        else:
+            records = self._encoder.encode(examples)
+            shards = {key: records[positions] for key, positions in groups.items()}
         train_rows = rows.filter(pa.array(~is_eval))
         return ChunkOutput(
-            shards=_group_by_shard(records, is_eval, shard_indices(hashes, num_shards)),
+            shards=shards,
             stats=_stats(validated, labels, is_eval),
             token_counts=count_tokens(train_rows, self.spec),
             rejected=validated.rejected,
             statistics=compute_statistics(train_rows, self.spec))
 
 
-def _group_by_shard(records: np.ndarray, is_eval: np.ndarray, shards: np.ndarray
-                    ) -> dict[tuple[str, int], np.ndarray]:
-    """Records grouped by (split, shard), each group in row order."""
+def _group_by_shard(is_eval: np.ndarray, shards: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """Row positions grouped by (split, shard), each group in row order."""
     group = is_eval.astype(np.int64) * (int(shards.max(initial=0)) + 1) + shards
     order = np.argsort(group, kind="stable")
     boundaries = np.flatnonzero(np.diff(group[order])) + 1
@@ -148,7 +176,7 @@ def _group_by_shard(records: np.ndarray, is_eval: np.ndarray, shards: np.ndarray
     for positions in np.split(order, boundaries):
         if len(positions):
             first = positions[0]
-            out[("eval" if is_eval[first] else "train", int(shards[first]))] = records[positions]
+            out[("eval" if is_eval[first] else "train", int(shards[first]))] = positions
     return out
 
 

@@ -12,6 +12,10 @@
     files unreadable mid-way (skip_bad_days) -> a report per file; the days they cost are
                                                 not published (pipelines.bad_files)
 
+With ``request_relative`` features the part files hold Arrow rows, and assembling a shard (whose
+rows hold whole requests) derives the per-request columns and encodes them
+(:mod:`pipelines.chunks`).
+
 Keys are strings (ISO days), so every runner has a deterministic key coder. Stages log per
 element at DEBUG; the INFO progress line is one per span, with its rows and the seconds from its
 first chunk to its completion. :func:`pipelines.span_pipeline.build_spans` plans and runs it.
@@ -36,7 +40,9 @@ from pipelines.chunks import ImpressionProcessor
 from pipelines.labels import QUANTITY, TS, conversion_days, distinct_conversions
 from pipelines.log_reader import BadLogFileError, ReadTask, read_batches
 from pipelines.spans import (
+    ROWS_SUFFIX,
     RUN_DEAD_LETTER_DIR,
+    assemble_request_shard,
     assemble_shard,
     complete_span,
     merge_stats,
@@ -46,6 +52,7 @@ from pipelines.spans import (
     temp_root,
     write_dead_letters,
     write_records,
+    write_rows,
 )
 from pipelines.validation import TIMESTAMP, ColumnRule, validate
 
@@ -101,7 +108,7 @@ class SpanGraph:
                           main="records"))
         written = (chunks.records | "GroupShards" >> beam.GroupByKey()
                    | "AssembleShards" >> beam.ParDo(_AssembleShard(self.output, self.run_id,
-                                                                   self.shards)))
+                                                                   self.shards, self.processor)))
         unknown_reads = (pipeline | "PlanUnknownPartitions" >> beam.Create(unknown, reshuffle=False)
                          | "ReadUnknownPartitions" >> self._read(read_columns))
         unknown_reports = unknown_reads.chunks | "RejectUnknownPartitions" >> beam.Map(
@@ -209,8 +216,9 @@ class _ProcessImpressions(beam.DoFn):
                                       self._shards[key])
         staging = staging_dir(self._output, self._run_id, day)
         for (split, shard), records in out.shards.items():
-            path = part_path(staging, split, shard, chunk_id)
-            write_records(path, records)
+            rows = isinstance(records, pa.Table)  # a spec with request_relative features
+            path = part_path(staging, split, shard, chunk_id, rows=rows)
+            (write_rows if rows else write_records)(path, records)
             yield (key, split, shard), (chunk_id, path, len(records))
         logging.debug("Span %s chunk %s: %d rows in, %d written, %d rejected, %d positives.",
                       key, chunk_id, out.stats.rows_in, out.stats.rows_written,
@@ -235,17 +243,24 @@ class _ProcessImpressions(beam.DoFn):
 
 
 class _AssembleShard(beam.DoFn):
-    """Concatenates a shard's part files in chunk order."""
+    """Concatenates a shard's part files in chunk order (encoding them first when they are
+    rows whose per-request columns are still to be derived)."""
 
-    def __init__(self, output: str, run_id: str, shards: Mapping[str, int]):
+    def __init__(self, output: str, run_id: str, shards: Mapping[str, int],
+                 processor: ImpressionProcessor):
         self._output, self._run_id, self._shards = output, run_id, dict(shards)
+        self._processor = processor
 
     def process(self, element):
         (key, split, shard), parts = element
         parts = sorted(parts)
         staging = staging_dir(self._output, self._run_id, datetime.date.fromisoformat(key))
-        path = assemble_shard(staging, split, shard, self._shards[key],
-                              [path for _, path, _ in parts])
+        paths = [path for _, path, _ in parts]
+        if any(path.endswith(ROWS_SUFFIX) for path in paths):
+            path = assemble_request_shard(staging, split, shard, self._shards[key], paths,
+                                          self._processor.encode_requests)
+        else:
+            path = assemble_shard(staging, split, shard, self._shards[key], paths)
         rows = sum(rows for _, _, rows in parts)
         logging.debug("Wrote %s: %d examples.", path, rows)
         yield key, (split, shard, rows)

@@ -4,7 +4,8 @@ A span is built in a staging directory ``<output>/.tmp-<run_id>/span=D`` and onl
 when everything is in it::
 
     1. shards       train-SSSSS-of-NNNNN.tfrecord.gz, eval-SSSSS-of-NNNNN.tfrecord.gz, each
-                    the concatenation of the parts its chunks wrote (in _parts/)
+                    the concatenation of the parts its chunks wrote (in _parts/); with
+                    request_relative features, the encoding of the parts' Arrow rows
     2. metadata     stats.json, token_counts/<table>.tsv, numeric_statistics.json (see
                     cvr_tf.statistics), feature_spec.json (the spec that built the span, see
                     cvr_tf.span_spec), dead_letter-00000-of-00001.jsonl; _parts/ deleted
@@ -25,7 +26,8 @@ import datetime
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 from absl import logging
@@ -51,6 +53,7 @@ DEAD_LETTER_FILE = "dead_letter-00000-of-00001.jsonl"
 RUN_DEAD_LETTER_DIR = "dead_letter"
 TEMP_PREFIX = ".tmp-"
 PARTS_DIR = "_parts"
+ROWS_SUFFIX = ".arrow"  # parts of unencoded rows (specs with request_relative features)
 # zlib level 1: about 4x faster than the default 6 for about 20% larger shards; any level reads
 # back the same (GZIP TFRecords).
 COMPRESSION_LEVEL = 1
@@ -188,9 +191,32 @@ def write_records(path: str, records: Iterable[bytes]) -> None:
             writer.write(record)
 
 
-def part_path(staging: str, split: str, shard: int, chunk_id: str) -> str:
-    """Where a chunk writes its records of one shard, before the shard is assembled."""
-    return os.path.join(staging, PARTS_DIR, f"{split}-{shard:05d}-{chunk_id}{RECORD_SUFFIX}")
+def part_path(staging: str, split: str, shard: int, chunk_id: str, rows: bool = False) -> str:
+    """Where a chunk writes its records (or its unencoded ``rows``) of one shard, before the
+    shard is assembled."""
+    suffix = ROWS_SUFFIX if rows else RECORD_SUFFIX
+    return os.path.join(staging, PARTS_DIR, f"{split}-{shard:05d}-{chunk_id}{suffix}")
+
+
+def write_rows(path: str, rows: pa.Table) -> None:
+    """Writes a chunk's unencoded rows of one shard as an Arrow IPC file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+        writer.write_table(rows)
+
+
+def assemble_request_shard(staging: str, split: str, shard: int, num_shards: int,
+                           parts: Sequence[str], encode: Callable[[pa.Table], Any]) -> str:
+    """Encodes the rows of a shard's Arrow parts (in the given order) into the shard: the
+    shard holds whole requests, so ``encode`` derives their per-request columns."""
+    tables = []
+    for part in parts:
+        with pa.memory_map(part) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    path = os.path.join(staging, shard_filename(split, shard, num_shards))
+    write_records(f"{path}.tmp", encode(pa.concat_tables(tables)))
+    os.replace(f"{path}.tmp", path)
+    return path
 
 
 def assemble_shard(staging: str, split: str, shard: int, num_shards: int,
@@ -281,7 +307,8 @@ def read_span_stats(output: str | os.PathLike, day: datetime.date) -> dict:
 
 
 __all__ = ["COMPRESSION_LEVEL", "DEAD_LETTER_FILE", "PARTS_DIR", "RUN_DEAD_LETTER_DIR",
-           "STATS_FILE", "SpanDefinitionError", "SpanStats", "TEMP_PREFIX", "assemble_shard",
+           "ROWS_SUFFIX", "STATS_FILE", "SpanDefinitionError", "SpanStats", "TEMP_PREFIX",
+           "assemble_request_shard", "assemble_shard",
            "complete_span", "merge_stats", "part_path", "plan_spans", "publish_span",
            "read_span_stats", "remove_stale_staging", "staging_dir", "temp_root",
-           "write_dead_letters", "write_records"]
+           "write_dead_letters", "write_records", "write_rows"]

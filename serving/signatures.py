@@ -1,7 +1,9 @@
 """The split serving signatures of a CVR model, as a ``tf.Module`` ready for SavedModel export.
 
 - ``embed``: raw serving columns ``[batch]`` -> ``embeddings [batch, D]``; lookups, hashing
-  and gathers, pinned to the CPU.
+  and gathers, pinned to the CPU. The raw columns are ``spec.serving_columns()``: for a
+  ``request_relative`` feature its raw column and the group key, from which the model's column
+  is derived over the rows of the call (one search request per call), before any batching.
 - ``dense``: ``embeddings`` -> ``probabilities [batch]``; the dense device, batched.
 - ``serving_default``: raw serving columns -> ``probabilities``; embed in the request thread,
   then the batched dense part.
@@ -148,10 +150,14 @@ class ServingModule(tf.Module):
         self.dense_part = model.dense_part
         self._dense_device = dense_device
         self._max_rows = batching.max_batch_size if batching.scope != "none" else None
+        # Model columns (what embedding_part reads) and the serving inputs they come from: a
+        # request_relative feature's column is derived from its raw column and the group key
+        # of the call's rows, before any batching (which may split or merge requests).
         self._columns = model.spec.column_dtypes(train_only=False)
+        self._derive_columns = model.spec.derive_serving_columns
         self.input_signature = {
             c: tf.TensorSpec([None], tf.dtypes.as_dtype(d), name=c)
-            for c, d in self._columns.items()
+            for c, d in model.spec.serving_columns().items()
         }
         self.embedding_dim = model.embedding_part.output_shape[-1]
         dense = self._dense_probabilities
@@ -171,7 +177,7 @@ class ServingModule(tf.Module):
             self._run_whole = lambda features: self._run_dense(self._embed(features))
 
         self.embed = tf.function(
-            lambda features: {EMBEDDINGS: self._embed(self._checked_features(features))},
+            lambda features: {EMBEDDINGS: self._embed(self._model_columns(features))},
             input_signature=[self.input_signature],
             autograph=False,
         )
@@ -188,9 +194,7 @@ class ServingModule(tf.Module):
         )
         self.serving_default = tf.function(
             lambda features: {
-                PROBABILITIES: self._probabilities(
-                    self._run_whole(self._checked_features(features))
-                )
+                PROBABILITIES: self._probabilities(self._run_whole(self._model_columns(features)))
             },
             input_signature=[self.input_signature],
             autograph=False,
@@ -213,8 +217,12 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             return tf.identity(tensor)
 
-    def _checked_features(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {name: self._checked(name, tensor) for name, tensor in features.items()}
+    def _model_columns(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The checked serving inputs mapped to the model's columns
+        (:meth:`cvr_tf.features.FeatureSpec.derive_serving_columns`), on the CPU."""
+        checked = {name: self._checked(name, tensor) for name, tensor in features.items()}
+        with tf.device("/device:CPU:0"):
+            return self._derive_columns(checked)
 
     def _embed(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         with tf.device("/device:CPU:0"):

@@ -25,13 +25,15 @@ from serving.servable import Servable
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # tensorflow_model_server's limit
+WARMUP_REQUEST_ROWS = 25  # candidates per synthetic search request (its group key)
 
 
 def synthetic_features(
     spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]], rows: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Plausible raw serving columns, as each kind makes them (``Feature.warmup_values``):
-    vocabulary tokens, short texts, numbers in the valid range."""
+    vocabulary tokens, short texts, numbers in the valid range; and, when the spec has
+    ``request_relative`` features, its group key, :data:`WARMUP_REQUEST_ROWS` rows a request."""
     rng = np.random.default_rng(seed)
     columns: dict[str, np.ndarray] = {}
     for f in spec.serving_features:
@@ -39,6 +41,10 @@ def synthetic_features(
             continue
         tokens = list(vocabularies.get(f.table or "", ())) or [f"{f.name}_{i}" for i in range(8)]
         columns[f.column] = f.warmup_values(rng, tokens, rows)
+    if spec.group_key in spec.serving_columns():  # request_relative features group by it
+        columns[spec.group_key] = np.array(
+            [f"warmup-{row // WARMUP_REQUEST_ROWS}".encode() for row in range(rows)],
+            dtype=object)
     return columns
 
 

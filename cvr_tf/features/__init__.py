@@ -29,6 +29,11 @@ values):
     width ``embedding_dim``) or normalized, ``(transform(x) - mean) / std`` (field width 1);
     ``"normalization": "auto"`` and ``"boundaries": "quantiles:N"`` take the numbers from the
     training window (:func:`cvr_tf.resolve.resolve_for_window`).
+``request_relative`` (:mod:`cvr_tf.features.relative`)
+    A float/int column relative to the other rows of its request (``group_key``): its
+    ``relation`` ``rank``, ``percentile`` or ``diff_median``, which the pipeline writes as the
+    column ``<column>__<relation>`` and the served model derives from the raw column and the
+    group key of a call; then embedded as a numeric (normalized or ``boundaries``).
 
 A kind is a :class:`Feature` subclass naming its ``KIND``; adding one is its module plus its
 entry in the ``register_kinds`` line below. ``Feature(name=..., kind=..., ...)`` builds the
@@ -49,6 +54,7 @@ from cvr_tf.features.base import (
 from cvr_tf.features.categorical import CategoricalFeature
 from cvr_tf.features.lookup import LookupFeature
 from cvr_tf.features.numeric import TRANSFORMS, NumericFeature
+from cvr_tf.features.relative import RELATIONS, RequestRelativeFeature
 from cvr_tf.features.spec import (
     MAX_VOCAB_SCALE,
     FeatureSpec,
@@ -59,9 +65,10 @@ from cvr_tf.features.spec import (
 )
 from cvr_tf.features.text import COMBINERS, TextFeature
 
-register_kinds(CategoricalFeature, TextFeature, NumericFeature)
+register_kinds(CategoricalFeature, TextFeature, NumericFeature, RequestRelativeFeature)
 KINDS = registered_kinds()
 
-__all__ = ["COMBINERS", "DTYPES", "KINDS", "MAX_VOCAB_SCALE", "TRANSFORMS", "CategoricalFeature",
-           "Feature", "FeatureSpec", "FeatureSpecError", "LookupFeature", "NumericFeature",
-           "TextFeature", "default_spec", "load_spec", "resolve_spec", "spec_from_dict"]
+__all__ = ["COMBINERS", "DTYPES", "KINDS", "MAX_VOCAB_SCALE", "RELATIONS", "TRANSFORMS",
+           "CategoricalFeature", "Feature", "FeatureSpec", "FeatureSpecError", "LookupFeature",
+           "NumericFeature", "RequestRelativeFeature", "TextFeature", "default_spec",
+           "load_spec", "resolve_spec", "spec_from_dict"]

@@ -176,6 +176,17 @@ class Feature:
         """Kind-specific checks; raise through :meth:`fail`."""
 
     @property
+    def input_column(self) -> str:
+        """The column the model reads: ``column``, or the column the pipeline derives from it
+        (``request_relative``)."""
+        return self.column
+
+    @property
+    def input_dtype(self) -> str:
+        """dtype of :attr:`input_column`."""
+        return self.dtype
+
+    @property
     def table(self) -> str | None:
         """Name of the embedding table this feature looks up (None when it has none)."""
         return self.shared_embedding or self.name

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from cvr_tf.features.base import Feature, FeatureSpecError, registered_kinds
+from cvr_tf.features.relative import RequestRelativeFeature
 
 # The pipeline writes at most this many times `vocabulary_size` tokens per vocabulary, so that a
 # model trained with vocab_scale up to this factor finds the tokens it needs.
@@ -70,6 +71,11 @@ class FeatureSpec:
                 raise FeatureSpecError(
                     f"feature {f.name!r} reads column {f.column!r} as {f.dtype} but feature "
                     f"{other[1]!r} reads it as {other[0]}; one column has one dtype")
+        for f in self.request_features:
+            if f.input_column in dtypes:
+                raise FeatureSpecError(
+                    f"feature {f.name!r} derives column {f.input_column!r}, which feature "
+                    f"{dtypes[f.input_column][1]!r} reads from the logs; rename that log column")
 
     def _check_shared_tables(self) -> None:
         tables: dict[str, Feature] = {}
@@ -104,10 +110,48 @@ class FeatureSpec:
                 return f
         raise KeyError(f"no feature {name!r} in the spec; features are {', '.join(self.names)}")
 
+    @property
+    def request_features(self) -> tuple[RequestRelativeFeature, ...]:
+        """Features whose column the pipeline derives per request (``request_relative``)."""
+        return tuple(f for f in self.features if isinstance(f, RequestRelativeFeature))
+
     def column_dtypes(self, train_only: bool = True) -> dict[str, str]:
-        """Raw input column -> dtype of the model features (serving columns if not train_only)."""
+        """Model input column -> dtype (of the serving features if not train_only): the raw
+        columns, and for ``request_relative`` features the derived ``<column>__<relation>``
+        the pipeline writes."""
         features = self.features if train_only else self.serving_features
-        return {f.column: f.dtype for f in features}
+        return {f.input_column: f.input_dtype for f in features}
+
+    def serving_columns(self) -> dict[str, str]:
+        """Column -> dtype of what clients send the served model: its raw columns, including
+        the source column and the group key of each ``request_relative`` feature instead of
+        the derived column (:meth:`derive_serving_columns` maps them to the model's)."""
+        columns: dict[str, str] = {}
+        for f in self.serving_features:
+            columns[f.column] = f.dtype
+            if isinstance(f, RequestRelativeFeature):
+                columns[self.group_key] = "string"
+        return columns
+
+    def derive_serving_columns(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The served model's input columns (:meth:`column_dtypes` with ``train_only=False``) of
+        the serving inputs (:meth:`serving_columns`), as tensors ``[n]``.
+
+        A derived column is computed from the rows of ``inputs`` grouped by the group key
+        (:func:`cvr_tf.features.relative.derive`), so ``inputs`` must hold whole requests.
+        """
+        derived = {f.input_column: f for f in self.request_features}
+        return {column: (derived[column].derive(inputs[derived[column].column],
+                                                inputs[self.group_key])
+                         if column in derived else inputs[column])
+                for column in self.column_dtypes(train_only=False)}
+
+    def derive_request_columns(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """The derived columns (name -> float32 numpy ``[n]``) of raw numpy ``columns`` holding
+        whole requests (the pipeline's: :func:`cvr_tf.features.relative.derive_numpy`)."""
+        derived = {f.input_column: f for f in self.request_features}
+        return {column: f.derive_numpy(columns[f.column], columns[self.group_key])
+                for column, f in derived.items()}
 
     def log_columns(self) -> dict[str, str]:
         """Every column the pipeline writes to tf.Examples -> dtype (features, key, label...)."""
@@ -187,7 +231,7 @@ class FeatureSpec:
             feature.shape.dim.add(size=1)
         by_column = {c.name: c for c in schema.feature}
         for f in self.features:
-            f.schema_domain(by_column[f.column])
+            f.schema_domain(by_column[f.input_column])
         label = next(c for c in schema.feature if c.name == self.label)
         label.int_domain.min, label.int_domain.max, label.int_domain.is_categorical = 0, 1, True
         return schema

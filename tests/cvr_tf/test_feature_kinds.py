@@ -26,7 +26,7 @@ FEATURES_DIR = pathlib.Path(__file__).parents[2] / "cvr_tf" / "features"
 
 
 def test_feature_builds_the_class_of_its_kind():
-    assert KINDS == ("categorical", "text", "numeric")
+    assert KINDS == ("categorical", "text", "numeric", "request_relative")
     brand = Feature("brand", "categorical", hash_buckets=3)
     terms = Feature(name="terms", kind="text", vocabulary_size=5)
     price = Feature(name="price", kind="numeric", dtype="float32")
