@@ -45,8 +45,10 @@ class ModelConfig:
     backbone_config: dict = dataclasses.field(default_factory=dict, metadata={
         "help": "JSON/YAML file of the backbone's options (README 'Backbone options'); "
                 "empty for the defaults.", "parse": read_options_file})
-    dropout: float = _field(0.0, "Dropout rate of every MLP in the backbone, in training only; "
-                            "a backbone_config 'dropout' overrides it.")
+    dropout: float | None = _field(
+        None, "Dropout rate of every MLP in the backbone, in training only; unset: each "
+        "backbone's own tuned default (README '--backbone_config'). A backbone_config "
+        "'dropout' overrides it.")
     embedding_dim_scale: float = _field(1.0, "Multiplies every embedding dim.")
     vocab_scale: float = _field(1.0, "Multiplies every vocabulary cap and hash-bucket count.")
     loss: str = _field("logloss", "Training loss: pointwise logloss, or softmax cross-entropy "

@@ -50,23 +50,26 @@ class BackboneKind(abc.ABC):
 
     Subclasses set ``name`` and ``options_class`` (a frozen dataclass whose defaults are the
     kind's scale-1 architecture; see :mod:`cvr_tf.backbones.options` for the field types) and
-    implement :meth:`build`. A ``dropout: float`` field, when the options have one, defaults to
-    the model-wide ``ModelConfig.dropout``; a ``dropout`` key in the options overrides it.
+    implement :meth:`build`. A ``dropout: float`` field, when the options have one, takes the
+    model-wide ``ModelConfig.dropout`` when that is set (not None) and the field's own default
+    otherwise; a ``dropout`` key in the options overrides both.
     """
 
     name: ClassVar[str]
     options_class: ClassVar[type]
 
-    def parse(self, raw: Mapping[str, Any], dropout: float = 0.0, path: str = ROOT) -> Any:
+    def parse(self, raw: Mapping[str, Any], dropout: float | None = None, path: str = ROOT
+              ) -> Any:
         """The checked options of ``raw`` (see :func:`~cvr_tf.backbones.options.parse_options`).
 
         Args:
             raw: Option key -> value; missing keys take their defaults.
-            dropout: The model-wide dropout, the default of a ``dropout`` field.
+            dropout: The model-wide dropout, replacing the default of a ``dropout`` field;
+                None keeps the field's default.
             path: The key path of ``raw`` in error messages.
         """
         fields = {field.name for field in dataclasses.fields(self.options_class)}
-        if DROPOUT in fields and isinstance(raw, Mapping):
+        if dropout is not None and DROPOUT in fields and isinstance(raw, Mapping):
             raw = {DROPOUT: dropout, **raw}
         return parse_options(self.options_class, raw, path)
 

@@ -66,11 +66,12 @@ class EnsembleOptions:
             each member at most once. Default: the members the backbone name picks
             (``ensemble:a+b``), else dcnv2 and masknet. Once parsed: ``(name, options
             dataclass)`` pairs.
-        dropout: The members' default dropout (a member's own ``dropout`` overrides it).
+        dropout: The members' dropout (a member's own ``dropout`` overrides it); default
+            None: each member's own default.
     """
 
     members: list | None = option(None)
-    dropout: float = dropout_option()
+    dropout: float | None = dropout_option(None)
 
 
 class EnsembleBackbone(BackboneKind):
@@ -99,7 +100,7 @@ class EnsembleBackbone(BackboneKind):
             raise ValueError(f"backbone {name!r} names a member twice; list each member once")
         return members
 
-    def parse(self, raw: Mapping[str, Any], dropout: float = 0.0, path: str = ROOT
+    def parse(self, raw: Mapping[str, Any], dropout: float | None = None, path: str = ROOT
               ) -> EnsembleOptions:
         """Checks the ensemble's keys, then every member's options against its kind."""
         options = super().parse(raw, dropout, path)

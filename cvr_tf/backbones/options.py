@@ -47,9 +47,10 @@ def option(default: Any, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def dropout_option() -> Any:
-    """The ``dropout: float`` field: a rate in [0, 1), defaulting to ``ModelConfig.dropout``."""
-    return option(0.0, minimum=0.0, below=1.0)
+def dropout_option(default: float | None = 0.0) -> Any:
+    """The ``dropout`` field: a rate in [0, 1), ``default`` being the backbone's own (tuned)
+    rate; an explicit ``ModelConfig.dropout`` replaces the default."""
+    return option(default, minimum=0.0, below=1.0)
 
 
 def widths_option(default: tuple[int, ...] | None) -> Any:

@@ -39,9 +39,9 @@ def _unknown(name: str) -> ValueError:
 
 
 def parse_backbone_options(name: str, options: Mapping[str, Any] | None = None,
-                           dropout: float = 0.0) -> tuple[BackboneKind, Any]:
+                           dropout: float | None = None) -> tuple[BackboneKind, Any]:
     """The kind of backbone ``name`` and its checked options (see :func:`build_backbone`)."""
-    if not 0.0 <= dropout < 1.0:
+    if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if options is not None and not isinstance(options, Mapping):
         raise ValueError(f"{ROOT}: expected a mapping of options, got {options!r}")
@@ -60,7 +60,7 @@ def parse_backbone_options(name: str, options: Mapping[str, Any] | None = None,
 
 def build_backbone(
     name: str, input_dim: int, field_dims: Sequence[int], scale: float = 1.0,
-    options: Mapping[str, Any] | None = None, dropout: float = 0.0,
+    options: Mapping[str, Any] | None = None, dropout: float | None = None,
 ) -> Backbone:
     """Builds the backbone ``name`` at ``scale`` for flat inputs of width ``input_dim``.
 
@@ -71,8 +71,9 @@ def build_backbone(
         scale: The backbone's scale knob (see the module docstring), positive.
         options: The backbone's options (``ModelConfig.backbone_config``): key -> value of its
             kind's options dataclass; None or empty for the defaults.
-        dropout: The default dropout of every MLP in the backbone (training only); an options
-            ``dropout`` key overrides it.
+        dropout: The dropout of every MLP in the backbone (training only), replacing each
+            backbone's own default; None keeps the defaults. An options ``dropout`` key
+            overrides it.
 
     Returns:
         The :class:`Backbone` with its (unbuilt) layer, output width, FLOPs and parameters.
