@@ -477,24 +477,6 @@ def run_verify(grid: scaling.Grid, out: str, chosen: Mapping[str, Any], schedule
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", "sweep", ["sweep", "verify"], "sweep: the grid of settings; verify: "
-                  "the chosen setting under several seeds, with the Bayes ceiling.")
-flags.DEFINE_string("out", None, "Data and model dirs go here (reused across runs).")
-flags.DEFINE_string("grid", scaling.preset_path("small"), "The scaling grid whose world, "
-                    "baseline window and training settings the runs use.")
-flags.DEFINE_list("dropouts", ["0", "0.1", "0.2"], "Sweep: backbone dropout rates.")
-flags.DEFINE_list("learning_rates", ["0.002", "0.001"], "Sweep: dense learning rates.")
-flags.DEFINE_list("embedding_l2s", ["0"], "Sweep: embedding L2 penalties (--embedding_l2).")
-flags.DEFINE_integer("epochs", Schedule.epochs, "Passes over the window at most.")
-flags.DEFINE_integer("patience", Schedule.patience, "Early-stopping patience (validations).")
-flags.DEFINE_enum("metric", Schedule.metric, list(METRIC_DIRECTIONS),
-                  "Validation metric of early stopping and of the choice.")
-flags.DEFINE_integer("eval_every_steps", Schedule.eval_every_steps,
-                     "Validation period; 0: half a pass over the window.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Verify: seeds of every cell.")
-flags.DEFINE_string("sweep_results", SWEEP_RESULTS, "The sweep's JSON (written, or read by "
-                    "verify).")
-flags.DEFINE_string("verify_results", VERIFY_RESULTS, "The verify JSON (written).")
 
 
 def _floats(flag: str, values: Sequence[str]) -> list[float]:
@@ -534,5 +516,29 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(2)
 
 
+def define_flags() -> None:
+    """The job's flags, defined when it runs (not on import: tests import several experiments
+    whose flags share names, e.g. --epochs with the training job's)."""
+    flags.DEFINE_enum("mode", "sweep", ["sweep", "verify"], "sweep: the grid of settings; verify: "
+                      "the chosen setting under several seeds, with the Bayes ceiling.")
+    flags.DEFINE_string("out", None, "Data and model dirs go here (reused across runs).")
+    flags.DEFINE_string("grid", scaling.preset_path("small"), "The scaling grid whose world, "
+                        "baseline window and training settings the runs use.")
+    flags.DEFINE_list("dropouts", ["0", "0.1", "0.2"], "Sweep: backbone dropout rates.")
+    flags.DEFINE_list("learning_rates", ["0.002", "0.001"], "Sweep: dense learning rates.")
+    flags.DEFINE_list("embedding_l2s", ["0"], "Sweep: embedding L2 penalties (--embedding_l2).")
+    flags.DEFINE_integer("epochs", Schedule.epochs, "Passes over the window at most.")
+    flags.DEFINE_integer("patience", Schedule.patience, "Early-stopping patience (validations).")
+    flags.DEFINE_enum("metric", Schedule.metric, list(METRIC_DIRECTIONS),
+                      "Validation metric of early stopping and of the choice.")
+    flags.DEFINE_integer("eval_every_steps", Schedule.eval_every_steps,
+                         "Validation period; 0: half a pass over the window.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Verify: seeds of every cell.")
+    flags.DEFINE_string("sweep_results", SWEEP_RESULTS, "The sweep's JSON (written, or read by "
+                        "verify).")
+    flags.DEFINE_string("verify_results", VERIFY_RESULTS, "The verify JSON (written).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
