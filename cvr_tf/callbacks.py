@@ -52,9 +52,12 @@ class RaiseOnNaN(StepCounter):
 class ProgressLogger(StepCounter):
     """Logs step, loss, AUC, examples/s and ETA every ``every_steps`` steps.
 
-    ``examples_per_second`` is the training throughput after the first logged period (which
-    includes tracing and warm-up), or over the whole run when it is shorter than one period.
-    ``first_step`` is the step training began at: 0, or where a resumed run picked up.
+    Throughput counts the time of the training steps only: from each batch's start to its end
+    in this callback, which runs before the validation and backup callbacks, so their time
+    (and the final validation) is not charged to training. ``examples_per_second`` is the
+    throughput after the first logged period (which includes tracing and warm-up), or over the
+    whole run when it is shorter than one period. ``first_step`` is the step training began at:
+    0, or where a resumed run picked up.
     """
 
     def __init__(self, total_steps: int, batch_size: int, every_steps: int) -> None:
@@ -63,30 +66,35 @@ class ProgressLogger(StepCounter):
         self.batch_size = batch_size
         self.every_steps = every_steps
         self.examples_per_second = 0.0
-        self._marks: list[tuple[float, int]] = []
+        self._busy = 0.0  # seconds spent inside training steps so far
+        self._batch_start = 0.0
+        self._marks: list[tuple[float, int]] = []  # (busy seconds, step) at each log line
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        self._marks = [(time.perf_counter(), self.step)]
+        self._busy, self._marks = 0.0, [(0.0, self.step)]
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_train_batch_end(batch, logs)
+        self._busy += time.perf_counter() - self._batch_start
         if self.step % self.every_steps and self.step != self.total_steps:
             return
-        now = time.perf_counter()
-        last_time, last_step = self._marks[-1]
-        rate = (self.step - last_step) * self.batch_size / max(now - last_time, 1e-9)
-        self._marks.append((now, self.step))
+        rate = self._rate(*self._marks[-1])
+        self._marks.append((self._busy, self.step))
         eta = (self.total_steps - self.step) * self.batch_size / max(rate, 1e-9)
         logs = logs or {}
         logging.info("step %d/%d  loss %.5f  auc %.4f  %.0f examples/s  eta %.0fs", self.step,
                      self.total_steps, float(logs.get("loss", math.nan)),
                      float(logs.get("auc", math.nan)), rate, eta)
 
+    def _rate(self, since_busy: float, since_step: int) -> float:
+        return (self.step - since_step) * self.batch_size / max(self._busy - since_busy, 1e-9)
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        now = time.perf_counter()
         # Skip the first period (tracing, warm-up) when there is a later one.
-        since_time, since_step = self._marks[1] if len(self._marks) > 2 else self._marks[0]
-        if self.step > since_step:
-            self.examples_per_second = ((self.step - since_step) * self.batch_size
-                                        / max(now - since_time, 1e-9))
+        since = self._marks[1] if len(self._marks) > 2 else self._marks[0]
+        if self.step > since[1]:
+            self.examples_per_second = self._rate(*since)

@@ -183,8 +183,10 @@ class EpochEndBatchHooks(keras.callbacks.Callback):
     callbacks see ``steps_per_epoch`` batch ends with that epoch's final logs.
 
     Args:
-      callbacks: callbacks that implement ``on_train_begin``, ``on_train_batch_end`` and
-        ``on_train_end`` (their other hooks are not called).
+      callbacks: callbacks that implement ``on_train_begin``, ``on_train_batch_begin``,
+        ``on_train_batch_end`` and ``on_train_end`` (their other hooks are not called). The
+        first step of an epoch begins with the epoch, so a callback timing its steps from
+        begin to end sees the epoch's wall time.
       steps_per_epoch: the ``steps_per_epoch`` given to ``fit``.
     """
 
@@ -208,9 +210,15 @@ class EpochEndBatchHooks(keras.callbacks.Callback):
         for callback in self.callbacks:
             callback.on_train_begin(logs)
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for callback in self.callbacks:  # the epoch's first step begins with it
+            callback.on_train_batch_begin(0, logs)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for batch in range(self.steps_per_epoch):
             for callback in self.callbacks:
+                if batch:  # the others begin where the replay of the one before ended
+                    callback.on_train_batch_begin(batch, logs)
                 callback.on_train_batch_end(batch, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
