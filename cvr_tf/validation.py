@@ -140,7 +140,7 @@ class ValidationMonitor(StepCounter):
                 self.save_best(self.step)
         else:
             self._waited += 1
-            if self.patience and self._waited >= self.patience:
+            if self.patience and self._waited >= self.patience and self.step < self.total_steps:
                 self.stopped = True
                 self.model.stop_training = True
         self._eval_seconds += time.perf_counter() - began

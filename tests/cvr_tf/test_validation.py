@@ -64,7 +64,8 @@ class _Model:
 
 
 @pytest.mark.parametrize("metric, values, best, stops_after", [
-    ("auc", [0.60, 0.62, 0.61, 0.63, 0.62, 0.62], 4, 6),
+    ("auc", [0.60, 0.62, 0.61, 0.63, 0.62, 0.62, 0.64], 4, 6),
+    ("auc", [0.60, 0.62, 0.61, 0.63, 0.62, 0.62], 4, None),  # a plateau at the end is no stop
     ("logloss", [0.30, 0.29, 0.31, 0.32, 0.28], 2, 4),
     ("group_auc", [None, 0.55, float("nan"), 0.54, 0.53], 2, 4),
     ("none", [0.5, 0.4, 0.3], 3, None),
