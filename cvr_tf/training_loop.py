@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cvr_tf import input as input_lib
@@ -56,7 +57,6 @@ def train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribut
     return dataset_fn()
 
 
-
 class TrainingLoop:
     """One run's ``fit`` and its checkpoints: final, best validated, backups.
 
@@ -66,7 +66,7 @@ class TrainingLoop:
 
     def __init__(self, model: CVRModel, config: TrainConfig, strategy: tf.distribute.Strategy,
                  is_chief: bool, total_steps: int, validate_every: int,
-                 validate: Any) -> None:
+                 validate: Callable[[], dict[str, Any]]) -> None:
         self.model, self.config, self.strategy = model, config, strategy
         self.is_chief, self.total_steps = is_chief, total_steps
         model_dir = config.model_dir
@@ -109,7 +109,8 @@ class TrainingLoop:
         if start < self.total_steps and not self.monitor.stopped:
             self._keras_fit(train_dataset(config, spec, self.strategy, start), start, progress)
         selected = self.monitor.selected()
-        if selected is not self.monitor.curve[-1]:
+        # By step, not identity: a resumed monitor's points are copies read from JSON.
+        if selected["step"] != self.monitor.curve[-1]["step"]:
             self.checkpoint.restore(self.best.latest_checkpoint).assert_existing_objects_matched()
         self.final.save(checkpoint_number=selected["step"])
         return start
