@@ -20,6 +20,7 @@ others into ``.worker-<i>/backup``; every worker restores from the chief's.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from absl import logging
@@ -86,7 +87,8 @@ class Backup:
 class PeriodicBackup(StepCounter):
     """Saves a :class:`Backup` every ``every_steps`` global steps, with ``state()``."""
 
-    def __init__(self, backup: Backup, every_steps: int, state: Any) -> None:
+    def __init__(self, backup: Backup, every_steps: int,
+                 state: Callable[[], dict[str, Any]]) -> None:
         super().__init__()
         self.backup = backup
         self.every_steps = every_steps
