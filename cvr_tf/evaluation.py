@@ -26,17 +26,23 @@ def _span_rows(span: str) -> dict[str, Any]:
         return json.load(handle).get("rows", {})
 
 
+def split_rows(spans: list[str]) -> dict[str, int]:
+    """Examples per split (``train``, ``eval``) of ``spans``, reading each ``stats.json`` once."""
+    totals = dict.fromkeys(input_lib.SPLITS, 0)
+    for span in spans:
+        rows = _span_rows(span)
+        for split in totals:
+            key = f"{split}_rows"
+            if key not in rows:
+                raise KeyError(f"{os.path.join(span, 'stats.json')} has no rows.{key}; rebuild "
+                               "the span with pipelines.build_tfrecords --overwrite")
+            totals[split] += int(rows[key])
+    return totals
+
+
 def count_examples(spans: list[str], split: str) -> int:
     """Examples in the ``split`` shards of ``spans``, from each span's ``stats.json``."""
-    total = 0
-    for span in spans:
-        key = f"{split}_rows"
-        rows = _span_rows(span)
-        if key not in rows:
-            raise KeyError(f"{os.path.join(span, 'stats.json')} has no rows.{key}; rebuild the "
-                           "span with pipelines.build_tfrecords --overwrite")
-        total += int(rows[key])
-    return total
+    return split_rows(spans)[split]
 
 
 def rejected_rows(spans: list[str]) -> dict[str, int]:

@@ -113,6 +113,11 @@ def is_finished(model_dir: str | os.PathLike) -> bool:
     return os.path.exists(path(model_dir, METRICS))
 
 
+def checkpoint_step(checkpoint_path: str) -> int:
+    """The step a ``.../ckpt-<step>`` checkpoint path is numbered by."""
+    return int(checkpoint_path.rsplit("-", 1)[1])
+
+
 def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
     return tf.train.latest_checkpoint(path(model_dir, CHECKPOINT_DIR))
 

@@ -30,10 +30,6 @@ from cvr_tf.callbacks import StepCounter
 from cvr_tf.compat import tf
 
 
-def _step(checkpoint_path: str) -> int:
-    return int(checkpoint_path.rsplit("-", 1)[1])
-
-
 class Backup:
     """The backups of one run: ``save(step, state)`` and ``restore() -> (step, state)``.
 
@@ -61,7 +57,7 @@ class Backup:
         self._manager.save(checkpoint_number=step)
         self.last_saved = step
         if self.is_chief:  # keep the states of the kept checkpoints only
-            kept = {_step(path) for path in self._manager.checkpoints}
+            kept = {model_dir_lib.checkpoint_step(path) for path in self._manager.checkpoints}
             for name in os.listdir(self.directory):
                 if (name.startswith("state-") and name.endswith(".json")
                         and int(name[6:-5]) not in kept):
@@ -76,7 +72,7 @@ class Backup:
         latest = tf.train.latest_checkpoint(self.directory)
         if latest is None:
             return 0, None
-        step = _step(latest)
+        step = model_dir_lib.checkpoint_step(latest)
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         state = model_dir_lib.read_json(os.path.join(self.directory, f"state-{step}.json"))
         self.last_saved = step

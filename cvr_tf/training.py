@@ -30,7 +30,7 @@ from cvr_tf.backbones import build_backbone
 from cvr_tf.callbacks import ProgressLogger
 from cvr_tf.compat import keras, tf
 from cvr_tf.distribute import embedding_table_devices, make_strategy
-from cvr_tf.evaluation import count_examples, evaluate_window, rejected_rows
+from cvr_tf.evaluation import count_examples, evaluate_window, rejected_rows, split_rows
 from cvr_tf.features import FeatureSpec, FeatureSpecError
 from cvr_tf.model import ModelConfig
 from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimizers
@@ -151,14 +151,15 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
             spans.append(input_lib.list_spans(config.data_dir, start, end))
         except FileNotFoundError as error:
             raise ConfigError(f"{name} window: {error}") from error
-    for name, window in zip(("training", "eval"), spans, strict=True):
-        if count_examples(window, "train") + count_examples(window, "eval") == 0:
+    rows = [split_rows(window) for window in spans]
+    for name, window, counts in zip(("training", "eval"), spans, rows, strict=True):
+        if not sum(counts.values()):
             reasons = ", ".join(f"{r}: {n}" for r, n in rejected_rows(window).items())
             raise ConfigError(
                 f"the {name} window's spans hold no rows: the pipeline rejected every row "
                 f"({reasons or 'none read'}); see its dead-letter output, fix the logs or the "
                 "spec, and rebuild the spans with --overwrite")
-    if count_examples(spans[0], "eval") == 0:
+    if rows[0]["eval"] == 0:
         raise ConfigError(
             "the training window's spans hold no eval split to validate on; rebuild them with "
             "pipelines.build_tfrecords --eval_fraction=0.1 --overwrite")
@@ -225,7 +226,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model_dir = config.model_dir
     started = time.time()
     train_rows = count_examples(train_spans, "train")
-    first_step = (_checkpoint_step(model_dir_lib.latest_checkpoint(model_dir))
+    first_step = (model_dir_lib.checkpoint_step(model_dir_lib.latest_checkpoint(model_dir))
                   if config.continue_training else 0)
     total_steps, pass_steps = _schedule(config, train_rows, first_step)
     strategy = make_strategy(config.strategy)
@@ -312,10 +313,6 @@ def _metrics_of(point: dict[str, Any]) -> dict[str, Any]:
 
 def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v if v is None or isinstance(v, int) else round(v, 5) for k, v in metrics.items()}
-
-
-def _checkpoint_step(checkpoint_path: str) -> int:
-    return int(checkpoint_path.rsplit("-", 1)[1])
 
 
 def _schedule(config: TrainConfig, train_rows: int, first_step: int) -> tuple[int, int]:

@@ -148,8 +148,7 @@ def train_once(config: training.TrainConfig) -> dict:
     return training.train(config)
 
 
-def pass_steps(spans: str, start: datetime.date, end: datetime.date, batch_size: int = 1024
-               ) -> int:
+def pass_steps(spans: str, start: datetime.date, end: datetime.date, batch_size: int) -> int:
     """Training steps of one pass over the ``start..end`` spans at ``batch_size``."""
     return count_examples(input_lib.list_spans(spans, start, end), "train") // batch_size
 
@@ -184,8 +183,9 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
         data_dir=spans, model_dir=os.path.join(workdir, "models", "dcnv2"),
         train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
         model=ModelConfig(backbone="dcnv2"), epochs=2, seed=seed, log_every_steps=250,
-        eval_every_steps=pass_steps(spans, FIRST_DAY, train_end) // 2,
         early_stopping_metric="auc", early_stopping_patience=2)
+    config = dataclasses.replace(config, eval_every_steps=pass_steps(
+        spans, FIRST_DAY, train_end, config.batch_size) // 2)  # validate every half epoch
     with step(f"4. Training DCNv2 on {FIRST_DAY}..{train_end}, up to two epochs, validated "
               "(position-debiased)"):
         record = train_once(config)

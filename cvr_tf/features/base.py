@@ -228,16 +228,22 @@ class Feature:
         return None
 
     def embed(self, x: Any, table: Any, lookup: Any) -> Any:
-        """The field ``[batch, field_dim]`` of raw values ``x`` ``[batch]`` (see each kind)."""
-        raise NotImplementedError
+        """The field ``[batch, field_dim]`` of raw values ``x`` ``[batch]`` (see each kind).
+
+        Every registered kind overrides it (a test builds every kind's field).
+        """
+        raise NotImplementedError(f"feature kind {self.KIND!r} ({type(self).__name__}) does not "
+                                  "implement embed")
 
     def vocabulary_tokens(self, values: Any) -> Any:
         """The vocabulary tokens an Arrow column contributes (vocabulary kinds only)."""
         raise NotImplementedError(f"{type(self).__name__} {self.name!r} has no vocabulary")
 
     def warmup_values(self, rng: Any, tokens: Sequence[str], rows: int) -> Any:
-        """Plausible raw serving values, a numpy array ``[rows]``."""
-        raise NotImplementedError
+        """Plausible raw serving values, a numpy array ``[rows]``; every registered kind
+        overrides it."""
+        raise NotImplementedError(f"feature kind {self.KIND!r} ({type(self).__name__}) does not "
+                                  "implement warmup_values")
 
     @property
     def computes_statistics(self) -> bool:
