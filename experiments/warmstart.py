@@ -38,7 +38,8 @@ from absl import logging
 from cvr_tf import training
 from cvr_tf.features import default_spec, load_spec, spec_from_dict
 from cvr_tf.metrics import format_metric
-from experiments.scaling import Grid, GridError, load_grid, prepare_data, preset_path
+from experiments.grid import Grid, GridError, load_grid, preset_path
+from experiments.scaling import prepare_data
 
 DEFAULT_ADDED_FEATURE = {"name": "query_hashed", "kind": "categorical", "column": "query",
                          "hash_buckets": 4096, "embedding_dim": 8}

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from cvr_tf.features import FeatureSpecError, load_spec
-from experiments import scaling, warmstart
+from experiments import warmstart
+from experiments.grid import grid_from_dict
 from tests.experiments.test_scaling import TINY_GRID
 
 
@@ -16,7 +17,7 @@ def _curve(*points):
 
 
 def test_windows_and_settings_of_the_runs():
-    study = warmstart.Study(grid=scaling.grid_from_dict(TINY_GRID), first_days=3, second_days=2,
+    study = warmstart.Study(grid=grid_from_dict(TINY_GRID), first_days=3, second_days=2,
                             eval_every_steps=5)
     first = study.config("first", "/data", "/out")
     cold = study.config("cold", "/data", "/out")
