@@ -309,6 +309,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         flag_values=flag_values,
     )
     config_flags.define_flags(SimulatorConfig, skip=("world_start",), flag_values=flag_values)
+    # --helpshort lists the knobs as this job's flags.
+    flags.adopt_module_key_flags(config_flags, flag_values=flag_values)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -102,7 +102,7 @@ class SimulatorConfig:
         "the post-click logit; 0: off.",
     )
     intent_tier_strength: float = _knob(
-        0.7, "Weight of the query intent x brand tier term of the post-click logit; 0: off."
+        1.0, "Weight of the query intent x brand tier term of the post-click logit; 0: off."
     )
     long_tail_ratio: float = _knob(
         2.0,

@@ -72,7 +72,7 @@ def test_click_and_conversion_rates(traffic):
     click_rate, conversion_rate = traffic.clicked.mean(), traffic.converted.mean()
     assert 0.05 < click_rate < 0.15  # seed 0: 10.7 %
     assert 0.01 < conversion_rate < 0.05  # seed 0: 3.2 %
-    assert 0.15 < rate(traffic.converted, traffic.clicked) < 0.4  # seed 0: 29.6 %
+    assert 0.15 < rate(traffic.converted, traffic.clicked) < 0.4  # seed 0: 30.0 %
     # The truths are the probabilities of the drawn outcomes: means agree within 4 standard
     # errors, and the eventual conversion is the product of click and conversion given click.
     for truth, outcome in (
@@ -183,7 +183,7 @@ def test_device_category_cross_is_an_interaction(traffic):
 
     # Under main effects only, this ratio of ratios would be 1.
     assert mobile_to_desktop_categories("mobile") > 1.2  # seed 0: 1.8
-    assert mobile_to_desktop_categories("desktop") < 0.8  # seed 0: 0.73
+    assert mobile_to_desktop_categories("desktop") < 0.8  # seed 0: 0.74
     assert mobile_to_desktop_categories("mobile") / mobile_to_desktop_categories("desktop") > 2.0
 
 
@@ -205,7 +205,7 @@ def test_clicks_come_within_minutes_and_a_few_after_an_hour(traffic):
 def test_delays_reach_later_partitions_and_past_the_attribution_window(traffic):
     delay = traffic.conversion_delay_ms[traffic.converted]
     assert 0.5 * MS_PER_DAY > np.median(delay) > 0.25 * MS_PER_HOUR  # most within hours
-    assert 0.03 < np.mean(delay > 3 * MS_PER_DAY) < 0.09  # seed 0: 5.7 %
+    assert 0.03 < np.mean(delay > 3 * MS_PER_DAY) < 0.09  # seed 0: 5.5 %
     assert delay.max() <= 15 * MS_PER_DAY  # a day for the click, 14 for the conversion
     assert np.mean(traffic.conversion_event_lags > 0) > 0.1
     duplicate_share = traffic.conversion_events / traffic.converted.sum() - 1
@@ -219,7 +219,7 @@ def test_items_age_out_over_months():
     def seen_on_day_zero(day):
         return np.isin(shown[day], shown[0]).mean()
 
-    assert seen_on_day_zero(90) < seen_on_day_zero(1) - 0.15  # seeds 0-4: 1.00 vs 0.73-0.80
+    assert seen_on_day_zero(90) < seen_on_day_zero(1) - 0.15  # seed 0: 0.99 vs 0.64
 
 
 def test_each_request_shows_distinct_items_ranked_by_a_noisy_ranker():

@@ -95,7 +95,7 @@ def test_query_intent_shows_only_in_query_terms_and_crosses_brand_tier(traffic):
             traffic, (query_intent == sign) & premium, (query_intent == sign) & value
         )
 
-    assert premium_to_value(1) / premium_to_value(-1) > 4  # seed 0: 1.37 / 0.23
+    assert premium_to_value(1) / premium_to_value(-1) > 4  # seed 0: 1.85 / 0.16
 
 
 def test_long_tail_items_are_sparse_a_real_share_and_have_own_effects(traffic):
@@ -162,7 +162,7 @@ def test_the_bayes_ceiling_is_clearly_above_the_world_without_headroom(traffic):
         auc(traffic.true_cvr, traffic.converted),
         auc(without, traffic.converted),
     )
-    assert ceiling > old_structure + 0.03  # seed 0: 0.812 vs 0.772
+    assert ceiling > old_structure + 0.03  # seed 0: 0.814 vs 0.772
 
 
 def test_headroom_knobs_are_validated():
