@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import hashlib
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -437,6 +438,18 @@ def test_bad_flags_name_the_flag(argument, message):
     simulate.define_flags(flag_values)
     with pytest.raises(flags.IllegalFlagValueError, match=message):
         flag_values(["simulate", "--output=/tmp/unused", argument])
+
+
+def test_every_flag_the_readme_shows_for_the_simulator_exists_and_every_knob_is_a_flag():
+    readme = (pathlib.Path(__file__).parents[2] / "pipelines/README.md").read_text("utf-8")
+    section = readme[readme.index("## Simulator") : readme.index("### Output")]
+    help_flags = {"help", "helpfull", "helpshort", "helpxml"}
+    shown = set(re.findall(r"`--([a-z0-9_]+)", section)) - help_flags
+    flag_values = flags.FlagValues()
+    simulate.define_flags(flag_values)
+    assert shown == set(flag_values) - help_flags
+    knobs = {field.name for field in dataclasses.fields(SimulatorConfig)}
+    assert knobs <= set(flag_values)
 
 
 def test_job_writes_logs_and_prints_the_summary(tmp_path):
