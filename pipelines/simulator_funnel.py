@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,13 +77,31 @@ _CATEGORY_LEAN -= _CATEGORY_LEAN.mean()
 _DEVICE_CATEGORY_CROSS = 0.5
 _DAY_OF_WEEK_LOGIT = np.array([-0.05, -0.1, -0.1, 0.0, 0.05, 0.3, 0.35])
 _CATEGORY_BASE_PRICE = np.array([price for _, price, _ in CATEGORIES])
-_FAST_CLICK_SHARE, _FAST_CLICK_MEDIAN_MS, _FAST_CLICK_SIGMA = 0.96, 20_000, 1.0
-_SLOW_CLICK_MEAN_MS, _MAX_CLICK_DELAY_MS = MS_PER_HOUR, MS_PER_DAY
-_FAST_DELAY_SHARE, _FAST_DELAY_MEDIAN_MS, _FAST_DELAY_SIGMA = 0.75, 45 * 60_000, 1.0
-_SLOW_DELAY_MEAN_MS, _MAX_DELAY_MS = 2 * MS_PER_DAY, 14 * MS_PER_DAY
-_MIN_DELAY_MS = 1_000
 _EXTRA_QUANTITY_MEAN = 0.3
 _DUPLICATE_OFFSET_MS = (1_000, 120_000)
+
+
+class DelayMixture(NamedTuple):
+    """Delays in ms: LogNormal(median, sigma) with probability ``fast_share``, else an
+    exponential with mean ``slow_mean_ms``; truncated to [1 s, ``max_ms``]."""
+
+    fast_share: float
+    fast_median_ms: float
+    fast_sigma: float
+    slow_mean_ms: float
+    max_ms: float
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` int64 delays (the exponential truncated by inverse-CDF, not by clipping)."""
+        fast = self.fast_median_ms * np.exp(self.fast_sigma * rng.standard_normal(n))
+        tail_mass = -np.expm1(-self.max_ms / self.slow_mean_ms)
+        slow = -self.slow_mean_ms * np.log1p(-rng.random(n) * tail_mass)
+        delay = np.where(rng.random(n) < self.fast_share, fast, slow)
+        return np.clip(delay, 1_000, self.max_ms).astype(np.int64)
+
+
+CLICK_DELAY = DelayMixture(0.96, 20_000, 1.0, MS_PER_HOUR, MS_PER_DAY)
+CONVERSION_DELAY = DelayMixture(0.75, 45 * 60_000, 1.0, 2 * MS_PER_DAY, 14 * MS_PER_DAY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,22 +212,6 @@ def conversion_logit(
     )
 
 
-def _mixture_delays_ms(
-    rng: np.random.Generator,
-    n: int,
-    fast: tuple[float, float, float],
-    slow_mean_ms: float,
-    max_ms: float,
-) -> np.ndarray:
-    """Delays from a log-normal fast mode (share, median, sigma) and a truncated exponential."""
-    share, median_ms, sigma = fast
-    fast_delay = median_ms * np.exp(sigma * rng.standard_normal(n))
-    tail_mass = -np.expm1(-max_ms / slow_mean_ms)
-    slow_delay = -slow_mean_ms * np.log1p(-rng.random(n) * tail_mass)
-    delay = np.where(rng.random(n) < share, fast_delay, slow_delay)
-    return np.clip(delay, _MIN_DELAY_MS, max_ms).astype(np.int64)
-
-
 def _logged_twice(
     rng: np.random.Generator, rows: np.ndarray, ts: np.ndarray, duplicate_rate: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,21 +244,9 @@ def simulate_funnel(
     items = rows.item
     clicked = np.flatnonzero(rng.random(len(items)) < true_ctr)
     converts = rng.random(len(clicked)) < true_cvr_given_click[clicked]
-    click_delay = _mixture_delays_ms(
-        rng,
-        len(clicked),
-        (_FAST_CLICK_SHARE, _FAST_CLICK_MEDIAN_MS, _FAST_CLICK_SIGMA),
-        _SLOW_CLICK_MEAN_MS,
-        _MAX_CLICK_DELAY_MS,
-    )
+    click_delay = CLICK_DELAY.draw(rng, len(clicked))
     converted = clicked[converts]
-    conversion_delay = click_delay[converts] + _mixture_delays_ms(
-        rng,
-        len(converted),
-        (_FAST_DELAY_SHARE, _FAST_DELAY_MEDIAN_MS, _FAST_DELAY_SIGMA),
-        _SLOW_DELAY_MEAN_MS,
-        _MAX_DELAY_MS,
-    )
+    conversion_delay = click_delay[converts] + CONVERSION_DELAY.draw(rng, len(converted))
     quantity = 1 + rng.poisson(_EXTRA_QUANTITY_MEAN, len(converted))
 
     duplicate_rate = world.config.duplicate_rate
