@@ -87,9 +87,9 @@ class SimulatorConfig:
     evergreen_query_fraction: float = _knob(0.7, "Share of queries with constant popularity.")
     item_fade_days: float = _knob(40.0, "Median fade time of churning items, in days.")
     query_fade_days: float = _knob(90.0, "Median fade time of churning queries, in days.")
-    click_base_logit: float = _knob(-1.05, "Intercept of the click logit (sets the click rate).")
+    click_base_logit: float = _knob(-1.3, "Intercept of the click logit (sets the click rate).")
     base_logit: float = _knob(
-        -1.7, "Intercept of the post-click conversion logit (sets the conversion rate of clicks)."
+        -1.95, "Intercept of the post-click conversion logit (sets the conversion rate of clicks)."
     )
     preference_rank: int = _knob(8, "Rank r of the latent user x item preference vectors.")
     preference_strength: float = _knob(
@@ -113,7 +113,7 @@ class SimulatorConfig:
         0.2, "Share of each day's retrieval popularity that the long tail carries."
     )
     long_tail_effect: float = _knob(
-        1.0, "Standard deviation of a long-tail item's own post-click logit offset."
+        0.8, "Standard deviation of a long-tail item's own post-click logit offset."
     )
     duplicate_rate: float = _knob(
         0.03, "Probability that a click or conversion event is logged twice."
