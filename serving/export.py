@@ -5,21 +5,27 @@
 ```
 E/cvr/N/saved_model.pb, variables/        embed / dense / serving_default (serving.signatures)
 E/cvr/N/assets.extra/tf_serving_warmup_requests
+E/cvr/N/assets.extra/cvr_tf_export.json   the model dir it was exported from (exported_from)
 E/models.config                            every model under E, latest version
 E/batching_parameters.txt                  for server-side batching when in-graph batching is off
 E/monitoring.config                        Prometheus metrics on the REST port
 E/README.md                                the tensorflow_model_server command for these files
 ```
 
-The version is written to a hidden temporary directory and renamed into place, so a server
-polling ``E/cvr`` never sees half a version. In-graph batching and server-side batching are
-never both on: the command line enables ``--enable_batching`` only for ``--batch_scope=none``.
+The version is written to a hidden temporary directory (``.tmp-<version>-<pid>``) and renamed
+into place, so a server polling ``E/cvr`` never sees half a version; the staging directory of an
+export killed before its rename stays hidden until :func:`remove_stale_staging` removes it.
+In-graph batching and server-side batching are never both on: the command line enables
+``--enable_batching`` only for ``--batch_scope=none``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -36,6 +42,8 @@ BATCHING_FILE = "batching_parameters.txt"
 MONITORING_FILE = "monitoring.config"
 README = "README.md"
 WARMUP_ROWS = 100  # the typical request: one query's candidates
+EXPORT_RECORD = "cvr_tf_export.json"  # in assets.extra: which model dir a version came from
+_STAGING = re.compile(r"^\.tmp-\d+-(\d+)$")
 
 
 def existing_versions(model_base: str) -> list[int]:
@@ -43,6 +51,39 @@ def existing_versions(model_base: str) -> list[int]:
     if not os.path.isdir(model_base):
         return []
     return sorted(int(name) for name in os.listdir(model_base) if name.isdigit())
+
+
+def exported_from(version_dir: str) -> str | None:
+    """The model dir a version was exported from (its export record), or None without one."""
+    path = os.path.join(version_dir, warmup.WARMUP_DIR, EXPORT_RECORD)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["model_dir"]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(model_base: str) -> list[str]:
+    """Removes the staging directories of exports whose process is gone (killed before the
+    rename); returns their paths. Exports still running keep theirs."""
+    if not os.path.isdir(model_base):
+        return []
+    removed = []
+    for name in sorted(os.listdir(model_base)):
+        match = _STAGING.match(name)
+        if match and not _process_exists(int(match.group(1))):
+            shutil.rmtree(os.path.join(model_base, name), ignore_errors=True)
+            removed.append(os.path.join(model_base, name))
+    return removed
 
 
 def export_model(
@@ -97,6 +138,10 @@ def export_model(
     shutil.rmtree(staging, ignore_errors=True)
     tf.saved_model.save(module, staging, signatures=module.signatures())
     warmup.write_warmup_requests(staging, model_name, _warmup_requests(model, module, batching))
+    with open(os.path.join(staging, warmup.WARMUP_DIR, EXPORT_RECORD), "w",
+              encoding="utf-8") as handle:
+        json.dump({"model_dir": os.path.abspath(model_dir), "version": version,
+                   "exported_at": datetime.datetime.now(datetime.UTC).isoformat()}, handle)
     os.replace(staging, final)
     write_server_files(export_base, batching)
     logging.info("Exported %s version %d to %s", model_name, version, final)

@@ -1,0 +1,102 @@
+"""The holdout day: its rows, every model's served scores of them, and what slicing needs.
+
+Both models of a blessing decision score the same rows (both splits of the holdout day's
+span, in file order) through ``model.served_probabilities``, the forward pass that evaluation,
+validation and export share, so the comparison is exact and the labels are the same for both,
+mature or not.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from cvr_tf import input as input_lib
+from cvr_tf.compat import tf
+from cvr_tf.features import FeatureSpec
+from cvr_tf.model import CVRModel
+from cvr_tf.vocabulary import TOKEN_COUNTS_DIR, read_token_counts
+
+SCORE_BATCH = 8192
+_CATEGORICAL = "categorical"
+
+
+def read_day(data_dir: str, day: datetime.date, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Every parsed column of ``spec`` over both splits of ``day``'s span, as numpy arrays."""
+    return input_lib.read_columns(data_dir, day, day, spec)
+
+
+def score(model: CVRModel, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's served probabilities of the rows of ``columns``, in row order.
+
+    Raises:
+      ValueError: ``columns`` lacks a column the model reads (it was built with another spec).
+    """
+    needed = model.spec.column_dtypes(train_only=False)
+    missing = sorted(set(needed) - set(columns))
+    if missing:
+        raise ValueError(f"the holdout lacks column(s) {', '.join(missing)} that the model "
+                         "reads; rebuild the spans with the model's feature spec")
+    rows = len(columns[next(iter(needed))])
+    parts = []
+    for start in range(0, rows, SCORE_BATCH):
+        batch = {c: tf.constant(columns[c][start:start + SCORE_BATCH], dtype=d)
+                 for c, d in needed.items()}
+        parts.append(model.served_probabilities(batch).numpy())
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _categorical_table(spec: FeatureSpec, column: str) -> str | None:
+    """The embedding table of the categorical feature reading ``column``, if any."""
+    for table, feature in spec.tables().items():
+        if feature.column == column and feature.KIND == _CATEGORICAL:
+            return table
+    return None
+
+
+def model_vocabulary(model: CVRModel, column: str) -> list[str]:
+    """The tokens of ``column``'s categorical vocabulary table in ``model``.
+
+    Raises:
+      ValueError: no categorical feature of the model reads ``column`` from a vocabulary.
+    """
+    table = _categorical_table(model.spec, column)
+    if table is None or table not in model.vocabularies:
+        raise ValueError(f"no categorical feature with a vocabulary reads column {column!r}; "
+                         "new vs returning items need one (--item_column; empty to skip)")
+    return model.vocabularies[table]
+
+
+def window_query_counts(data_dir: str, start: datetime.date, end: datetime.date,
+                        spec: FeatureSpec, column: str) -> collections.Counter:
+    """Rows per query in the training splits of ``start..end``: the pipeline's per-span counts
+    of the vocabulary table of the categorical feature reading ``column``.
+
+    Raises:
+      ValueError: no such feature computes a vocabulary, so the pipeline counted nothing.
+    """
+    tables = spec.vocabulary_tables()
+    table = _categorical_table(spec, column)
+    if table is None or table not in tables:
+        raise ValueError(f"no categorical feature with a computed vocabulary reads column "
+                         f"{column!r}, so the spans hold no query counts; name another "
+                         "--query_column, or pass an empty one to skip query-frequency slices")
+    counts: collections.Counter = collections.Counter()
+    for span in input_lib.list_spans(data_dir, start, end):
+        counts.update(read_token_counts(os.path.join(span, TOKEN_COUNTS_DIR), [table])[table])
+    return counts
+
+
+def label_maturity(data_dir: str, day: datetime.date) -> dict[str, Any] | None:
+    """Label -> its maturity record in the span of ``day`` (``stats.json`` ``maturity``: whether
+    the events its window needs were all logged when the span was built), or None when the span
+    records none (built before spans recorded maturity)."""
+    path = os.path.join(input_lib.span_path(data_dir, day), "stats.json")
+    with open(path, encoding="utf-8") as handle:
+        stats = json.load(handle)
+    return stats.get("maturity")
