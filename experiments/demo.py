@@ -9,7 +9,10 @@
 5. export the debiased model as a split SavedModel and start the local TF Serving-compatible
    server (``python -m serving.server``, a separate process) on 127.0.0.1;
 6. score every eval request through the gRPC client, check the served scores equal the offline
-   ones, and print the served metrics and latency percentiles; stop the server.
+   ones, and print the served metrics and latency percentiles; stop the server;
+7. simulate day 15 and run the daily retraining loop once (``python -m cvr_tf.retrain``'s
+   function, :mod:`experiments.demo_retrain`): a candidate warm-started from the served model,
+   the blessing gate against it on day 15, and the report.
 
 Every step goes through the public functions the jobs use. The working directory is temporary
 unless ``--workdir`` is given (then it is kept, and completed steps are reused).
@@ -44,6 +47,7 @@ from cvr_tf.baselines import evaluate_popularity, fit_popularity
 from cvr_tf.evaluation import count_examples
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
+from experiments import demo_retrain
 from pipelines.simulate import simulate_logs
 from pipelines.span_pipeline import build_spans
 from serving import export
@@ -227,7 +231,9 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
               f"p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {latencies.max() * 1e3:.1f} ms")
         if difference > 1e-5:
             raise SystemExit(f"served scores differ from offline ones by {difference}")
-    print("\nDone: server stopped.")
+    print("\nServer stopped.")
+    with step(f"7. Day {days + 1} arrives: the retraining loop (warm start, gate, push)"):
+        demo_retrain.retraining_step(workdir, FIRST_DAY, days, requests_per_day, candidates, seed)
 
 
 if __name__ == "__main__":

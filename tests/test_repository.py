@@ -15,3 +15,10 @@ def test_nothing_points_outside_the_repository():
                  and OUTSIDE.search((ROOT / name).read_text(encoding="utf-8"))]
     assert offenders == []
     assert (ROOT / "docs" / "ARCHITECTURE.md").is_file()
+
+
+def test_cvr_tf_imports_pipelines_and_serving_only_in_the_retraining_loop():
+    imports = re.compile(r"^\s*(from|import)\s+(pipelines|serving|experiments)\b", re.M)
+    offenders = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "cvr_tf").rglob("*.py"))
+                 if imports.search(path.read_text(encoding="utf-8"))]
+    assert offenders == ["cvr_tf/retraining/loop.py"]  # docs/ARCHITECTURE.md §1

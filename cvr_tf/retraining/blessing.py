@@ -106,11 +106,11 @@ def decide(candidate: Mapping[str, Any], current: Mapping[str, Any] | None, metr
     if value is not None and baseline is not None:
         change = METRIC_DIRECTIONS[metric] * (value - baseline)  # > 0: better
         no_worse = change >= -tolerance - _ROUNDING  # exactly the tolerance passes
-        checks.append(Check(
-            "no_worse", no_worse,
-            f"candidate {metric} {value:.4f} vs current {baseline:.4f}: "
-            f"{'better' if change > 0 else 'worse'} by {abs(change):.4f} "
-            f"({'within' if no_worse else 'beyond'} tolerance {tolerance:g})"))
+        comparison = (f"better by {change:.4f}" if change >= 0 else
+                      f"worse by {-change:.4f} ({'within' if no_worse else 'beyond'} "
+                      f"tolerance {tolerance:g})")
+        checks.append(Check("no_worse", no_worse, f"candidate {metric} {value:.4f} vs current "
+                            f"{baseline:.4f}: {comparison}"))
     elif current is None:
         checks.append(Check("no_worse", True, "no current model: the absolute checks decide"))
     else:

@@ -17,6 +17,7 @@ from cvr_tf.retraining.blessing import BLESS_METRICS, check_gate
 from cvr_tf.training import TrainConfig
 
 # TrainConfig fields the loop sets for each day's candidate: they are not flags of the loop.
+WARM_START_WINDOWS = ("new_days", "train_days")
 PER_DAY_FIELDS = ("model_dir", "train_start", "train_end", "eval_start", "eval_end",
                   "warm_start_from", "overwrite", "continue_training")
 
@@ -66,6 +67,11 @@ class RetrainConfig:
     calibration_bounds: tuple[float, float] = _field(
         (0.5, 2.0), "low,high: the candidate's calibration (sum of predictions / positives) on "
         "the holdout must lie within.", parse=parse_bounds)
+    warm_start_window: str = _field(
+        "new_days", "Training window of a warm-started candidate: new_days = the days of the "
+        "--train_days window after the warm-start model's own training window (daily: one "
+        "day); train_days = the whole window. A cold candidate always trains on the whole "
+        "window.", choices=WARM_START_WINDOWS)
     slice_by: str = _field("device", "Comma-separated spec columns whose values slice the "
                            "report (string or integer columns); empty for none.")
     query_column: str = _field("query", "Column whose training-window frequency gives the "

@@ -148,8 +148,29 @@ def _build_spans(config: RetrainConfig) -> dict[str, Any]:
     return summary.to_dict()
 
 
-def _train_candidate(config: RetrainConfig, warm_start_from: str, train: TrainFunction
-                     ) -> tuple[dict[str, Any] | None, str | None]:
+def training_window(config: RetrainConfig, warm_start_from: str) -> datetime.date:
+    """The first day of the candidate's training window (its last is the day before ``date``).
+
+    Cold, or with ``warm_start_window=train_days``: the whole ``--train_days`` window. Warm with
+    ``new_days``: the days after the warm-start model's own training window, so that a daily
+    candidate continues on the one day its source has not seen instead of passing again over
+    days it was trained on (an extra epoch on those overfits, as a second epoch does in the
+    demo); the whole window when the source saw every day of it already.
+    """
+    if not warm_start_from or config.warm_start_window == "train_days":
+        return config.train_start
+    run_config = model_dir_lib.path(warm_start_from, model_dir_lib.RUN_CONFIG)
+    if not os.path.exists(run_config):
+        return config.train_start
+    seen_until = datetime.date.fromisoformat(model_dir_lib.read_json(run_config)["train_end"])
+    first_new = seen_until + datetime.timedelta(days=1)
+    if first_new > config.train_end:  # nothing new (a rerun of an old date): the whole window
+        return config.train_start
+    return max(first_new, config.train_start)
+
+
+def _train_candidate(config: RetrainConfig, warm_start_from: str, train_start: datetime.date,
+                     train: TrainFunction) -> tuple[dict[str, Any] | None, str | None]:
     """(the candidate's metrics.json, None), or (None, why training failed) for a diverged run.
 
     A finished candidate of an earlier, interrupted run is reused; an unfinished one resumes.
@@ -159,7 +180,7 @@ def _train_candidate(config: RetrainConfig, warm_start_from: str, train: TrainFu
         logging.info("Candidate %s is trained already; reusing it.", model_dir)
         return model_dir_lib.read_json(model_dir_lib.path(model_dir, model_dir_lib.METRICS)), None
     train_config = dataclasses.replace(
-        config.training, model_dir=model_dir, train_start=config.train_start,
+        config.training, model_dir=model_dir, train_start=train_start,
         train_end=config.train_end, eval_start=config.date, eval_end=config.date,
         warm_start_from=warm_start_from, overwrite=False, continue_training=False)
     try:
@@ -292,7 +313,8 @@ def _retrain_locked(config: RetrainConfig, train: TrainFunction) -> dict[str, An
         raise RetrainError(f"the served model's model dir {current_dir} is gone; the gate needs "
                            "it to score the served model")
     warm_start_from = current_dir or _last_blessed(config.work_dir, config.date) or ""
-    record, failure = _train_candidate(config, warm_start_from, train)
+    train_start = training_window(config, warm_start_from)
+    record, failure = _train_candidate(config, warm_start_from, train_start, train)
     stage = lap("train", stage)
     if failure is None:
         sliced, query_info = _evaluate(config, current_dir)
@@ -313,7 +335,7 @@ def _retrain_locked(config: RetrainConfig, train: TrainFunction) -> dict[str, An
         "decision": decision.to_dict(), "exported_version": version,
         "candidate": {
             "model_dir": candidate_dir(config.work_dir, config.date),
-            "train_start": config.train_start.isoformat(),
+            "train_start": train_start.isoformat(),
             "train_end": config.train_end.isoformat(),
             "warm_start": f"warm-started from {warm_start_from}" if warm_start_from
             else "cold start",

@@ -72,7 +72,9 @@ def _value_slices(column: str, values: np.ndarray) -> dict[str, np.ndarray]:
     kept = [value for value, _ in frequent[:MAX_SLICE_VALUES]]
     masks = {f"{column}={value}": values == value for value in sorted(kept)}
     if len(frequent) > MAX_SLICE_VALUES:
-        masks[f"{column}={OTHER}"] = ~np.isin(values, kept)
+        kept_set = set(kept)
+        masks[f"{column}={OTHER}"] = np.fromiter((v not in kept_set for v in values), bool,
+                                                 count=len(values))
     return masks
 
 
@@ -99,7 +101,9 @@ def holdout_slices(columns: Mapping[str, np.ndarray], slice_by: Sequence[str] = 
         buckets = np.array([bucket_of.get(q, "tail") for q in tokens(columns[query_column])])
         masks.update({f"{QUERY_SLICE}={b}": buckets == b for b in ("head", "torso", "tail")})
     if item_column:
-        returning = np.isin(tokens(columns[item_column]), list(known_items or ()))
+        known = set(known_items or ())  # a set: np.isin on object arrays is O(rows x known)
+        items = tokens(columns[item_column])
+        returning = np.fromiter((item in known for item in items), bool, count=len(items))
         masks.update({f"{ITEM_SLICE}=returning": returning, f"{ITEM_SLICE}=new": ~returning})
     return masks
 

@@ -23,8 +23,9 @@ def test_higher_is_better_metrics_bless_within_the_tolerance_only():
                               "tolerance 0.005)"]
     better = decide(_metrics(auc=0.72), current, "auc", 0.0, BOUNDS)
     assert better.blessed
-    assert better.checks[2].detail == ("candidate auc 0.7200 vs current 0.7100: better by 0.0100 "
-                                       "(within tolerance 0)")
+    assert better.checks[2].detail == "candidate auc 0.7200 vs current 0.7100: better by 0.0100"
+    assert within.checks[2].detail == ("candidate auc 0.7050 vs current 0.7100: worse by 0.0050 "
+                                       "(within tolerance 0.005)")
 
 
 def test_logloss_is_lower_is_better():

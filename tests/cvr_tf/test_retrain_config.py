@@ -1,6 +1,8 @@
 """The retraining job's flags: generated from RetrainConfig and the training job's TrainConfig."""
 
 import datetime
+import pathlib
+import re
 
 import pytest
 from absl import app, flags
@@ -57,3 +59,16 @@ def test_bad_values_fail_in_one_line_naming_the_flag(tmp_path):
                            train_days=0)
     with pytest.raises(ValueError, match="--train_days must be positive, got 0"):
         config.check()
+
+
+def test_every_flag_readme_shows_for_the_loop_exists():
+    text = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^### \d+\. Daily retraining: `python -m cvr_tf\.retrain`$(.*?)^### ",
+                        text, re.M | re.S)
+    assert section, "README.md has no retraining section"
+    shown = set(re.findall(r"--([a-z0-9_]+)", section.group(1)))
+    assert {"bless_metric", "bless_tolerance", "calibration_bounds", "slice_by", "date",
+            "backbone"} <= shown
+    values = flags.FlagValues()
+    retrain.define_flags(values)
+    assert shown - set(values) == set()

@@ -1,6 +1,8 @@
 """Split SavedModel export: signature outputs, device pins, batching scopes, warmup, configs."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -234,3 +236,20 @@ def test_server_files_and_versions(exported, trained_dir):
     with pytest.raises(FileExistsError, match="next free one is 3"):
         export.export_model(trained_dir, base, "cvr", version=2, batching=SMALL_BATCHING)
     assert not [n for n in os.listdir(os.path.join(base, "cvr")) if n.startswith(".tmp")]
+
+
+def test_each_version_records_its_model_dir_and_dead_staging_is_removed(exported, trained_dir):
+    assert export.exported_from(exported) == os.path.abspath(trained_dir)
+    assert export.exported_from(os.path.dirname(exported)) is None  # not a version
+    model_base = os.path.dirname(exported)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(model_base, f".tmp-9-{dead.pid}")  # an export killed before its rename
+    running = os.path.join(model_base, f".tmp-8-{os.getpid()}")  # an export still running
+    for path in (stale, running):
+        os.makedirs(os.path.join(path, "variables"))
+    assert export.remove_stale_staging(model_base) == [stale]
+    assert os.path.isdir(running) and not os.path.exists(stale)
+    os.rmdir(os.path.join(running, "variables"))
+    os.rmdir(running)
+    assert export.remove_stale_staging(os.path.join(model_base, "absent")) == []
