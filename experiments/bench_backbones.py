@@ -5,13 +5,12 @@ flat input of the given fields, and times the forward pass (inference, ``tf.func
 batch size on this machine: warm-up calls, then the median of several timed rounds. Prints a
 markdown table and writes the rows as JSON.
 
-    python -m experiments.bench_backbones [--scales 1,2,4,8] [--batch_size 512]
-        [--field_dims 16x14] [--runs 5] [--out experiments/results/backbones.json]
+    python -m experiments.bench_backbones [--scales=1,2,4,8] [--batch_size=512]
+        [--field_dims=16x14] [--runs=5] [--out=experiments/results/backbones.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from absl import app, flags
 
 from cvr_tf.backbones import available_backbones, build_backbone
 from cvr_tf.compat import tf
@@ -101,37 +102,30 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scales", default="1,2,4,8", help="comma-separated backbone scales")
-    parser.add_argument("--batch_size", type=int, default=512)
-    parser.add_argument(
-        "--field_dims", default="16x14", help='field widths: "16x14" or "32,8,8,16"'
-    )
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds; the median is reported")
-    parser.add_argument("--out", default="experiments/results/backbones.json")
-    args = parser.parse_args(argv)
+FLAGS = flags.FLAGS
 
-    field_dims = parse_field_dims(args.field_dims)
-    scales = [float(scale) for scale in args.scales.split(",")]
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    field_dims = parse_field_dims(FLAGS.field_dims)
+    scales = [float(scale) for scale in FLAGS.scales]
     load_before = os.getloadavg()[0]
-    rows = benchmark(field_dims, scales, args.batch_size, args.runs)
+    rows = benchmark(field_dims, scales, FLAGS.batch_size, FLAGS.runs)
     load_after = os.getloadavg()[0]
     print(
-        f"Forward pass, batch {args.batch_size}, D={sum(field_dims)} ({len(field_dims)} fields), "
+        f"Forward pass, batch {FLAGS.batch_size}, D={sum(field_dims)} ({len(field_dims)} fields), "
         f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, 1-minute load average "
         f"{load_before:.1f} before and {load_after:.1f} after (other work on the machine skews "
         "examples/s)\n"
     )
     print(markdown_table(rows))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w") as f:
         json.dump(
             {
-                "command": " ".join(
-                    ["python -m experiments.bench_backbones", *(argv or sys.argv[1:])]
-                ),
-                "batch_size": args.batch_size,
+                "command": " ".join(["python -m experiments.bench_backbones", *sys.argv[1:]]),
+                "batch_size": FLAGS.batch_size,
                 "field_dims": field_dims,
                 "input_dim": sum(field_dims),
                 "cpus": os.cpu_count(),
@@ -142,8 +136,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             f,
             indent=2,
         )
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {FLAGS.out}")
+
+
+def define_flags() -> None:
+    """The benchmark's flags, defined when it runs (tests import the module beside others)."""
+    flags.DEFINE_list("scales", ["1", "2", "4", "8"], "Backbone scales.")
+    flags.DEFINE_integer("batch_size", 512, "Batch size of the timed forward pass.")
+    flags.DEFINE_string("field_dims", "16x14", 'Field widths: "16x14" (14 fields of 16) or '
+                        '"32,8,8,16".')
+    flags.DEFINE_integer("runs", 5, "Timed rounds; the median is reported.")
+    flags.DEFINE_string("out", "experiments/results/backbones.json", "Where the JSON goes.")
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

@@ -13,26 +13,25 @@ Simulates ``days x requests_per_day x candidates_per_request`` impressions (1M b
 Prints a table of rows per wall second and per CPU second of this process (all its threads; the
 machine is shared, so CPU seconds are the steadier measure) and writes the rows as JSON.
 
-    python -m experiments.bench_pipeline [--days 10] [--requests_per_day 5000]
-        [--candidates_per_request 20] [--baseline_rows 50000] [--workdir DIR]
-        [--out experiments/results/pipeline.json]
+    python -m experiments.bench_pipeline [--days=10] [--requests_per_day=5000]
+        [--candidates_per_request=20] [--baseline_rows=50000] [--workdir=DIR]
+        [--out=experiments/results/pipeline.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import glob
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from typing import Any
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -124,21 +123,18 @@ def run_reader(output: str, end: datetime.date, batch_size: int = 1024) -> dict:
     return _rates(rows, time.perf_counter() - began, time.process_time() - cpu)
 
 
+FLAGS = flags.FLAGS
+
+
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=int, default=10)
-    parser.add_argument("--requests_per_day", type=int, default=5000)
-    parser.add_argument("--candidates_per_request", type=int, default=20)
-    parser.add_argument("--baseline_rows", type=int, default=50_000)
-    parser.add_argument("--workdir", default="", help="Scratch directory (default: a temp dir).")
-    parser.add_argument("--out", default="experiments/results/pipeline.json")
-    args = parser.parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_")
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="bench_pipeline_")
     logs, output = os.path.join(workdir, "logs"), os.path.join(workdir, "spans")
-    end = START + datetime.timedelta(days=args.days - 1)
+    end = START + datetime.timedelta(days=FLAGS.days - 1)
     shutil.rmtree(logs, ignore_errors=True)
-    simulation = simulate_logs(logs, START, args.days, args.requests_per_day,
-                               args.candidates_per_request)
+    simulation = simulate_logs(logs, START, FLAGS.days, FLAGS.requests_per_day,
+                               FLAGS.candidates_per_request)
     print(f"simulated {simulation.impressions:,} impressions in {simulation.wall_seconds:.1f} s",
           flush=True)
     rows = []
@@ -147,7 +143,7 @@ def main(argv: list[str]) -> None:
         print(rows[-1], flush=True)
     rows.append({"what": "tf.data read + parse (train split)", **run_reader(output, end)})
     baseline = {"what": "per-row Beam baseline (in_memory x1)",
-                **run_baseline(logs, os.path.join(workdir, "baseline"), args.baseline_rows)}
+                **run_baseline(logs, os.path.join(workdir, "baseline"), FLAGS.baseline_rows)}
     rows.append(baseline)
     pipelines = [r for r in rows if r["what"].startswith("pipeline")]
     result = {"impressions": simulation.impressions, "cpu_count": os.cpu_count(),
@@ -165,13 +161,24 @@ def main(argv: list[str]) -> None:
     print(f"\nbest pipeline / per-row baseline: {result['speedup_vs_per_row']:.1f}x rows/s, "
           f"{result['cpu_speedup_vs_per_row']:.1f}x rows per CPU s (load average "
           f"{result['load_average_1m']:.1f} on {os.cpu_count()} cores)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
-    if not args.workdir:
+    if not FLAGS.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def define_flags() -> None:
+    """The benchmark's flags, defined when it runs (tests import the module beside others)."""
+    flags.DEFINE_integer("days", 10, "Days of simulated logs.")
+    flags.DEFINE_integer("requests_per_day", 5000, "Search requests per day.")
+    flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
+    flags.DEFINE_integer("baseline_rows", 50_000, "Impressions the per-row baseline processes.")
+    flags.DEFINE_string("workdir", "", "Scratch directory (default: a temporary one, removed).")
+    flags.DEFINE_string("out", "experiments/results/pipeline.json", "Where the JSON goes.")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    define_flags()
+    app.run(main)
