@@ -25,7 +25,8 @@ served versions keep serving meanwhile) and a changed directory restarts them. S
 the last error while the version is failed and clears it once it loads.
 
 Polling runs every ``file_system_poll_wait_seconds``; ``reload_config`` swaps the whole config at
-runtime (ModelService.HandleReloadConfigRequest).
+runtime (ModelService.HandleReloadConfigRequest). A model whose config has a ``logging_config``
+gets a :class:`~serving.request_log.RequestLogger` (:meth:`ModelManager.request_logger`).
 
 Requests resolve ``ModelSpec`` (name; version, version_label or latest) against an immutable
 snapshot of what serves, so the request path takes no lock beyond the version's in-flight count.
@@ -48,6 +49,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from cvr_tf.compat import tf
 from serving import metrics
 from serving.errors import ServingError, from_tf_error
+from serving.request_log import RequestLogger
 from serving.servable import Servable, is_complete_version, load_servable, version_fingerprint
 from serving.server_batching import BatchScheduler
 from serving.tf_serving_config import ServableVersionPolicy, validate_models_config
@@ -158,6 +160,24 @@ def _failure(what: str, error: Exception) -> ServingError:
     return ServingError(code, f"{what} failed: {message}")
 
 
+def _request_loggers(config: model_server_config_pb2.ModelServerConfig,
+                     current: dict[str, RequestLogger]) -> dict[str, RequestLogger]:
+    """A request logger per model with a ``logging_config``; a model whose logging config is
+    unchanged keeps its logger (and files).
+
+    Raises:
+        ValueError: a logging config the local server cannot run, naming the model and field.
+    """
+    loggers = {}
+    for model in config.model_config_list.config:
+        if not model.HasField("logging_config"):
+            continue
+        kept = current.get(model.name)
+        loggers[model.name] = (kept if kept is not None and kept.config == model.logging_config
+                               else RequestLogger(model.name, model.logging_config))
+    return loggers
+
+
 class ModelManager:
     """Loads, serves and hot-swaps the versions of the configured models.
 
@@ -191,6 +211,7 @@ class ModelManager:
         self._max_retries = max_num_load_retries
         self._retry_interval_s = load_retry_interval_s
         self._models = {model.name: _Model(model) for model in config.model_config_list.config}
+        self._loggers = _request_loggers(config, {})
         self._views: dict[str, _ModelView] = {}
         self._lock = threading.Lock()  # guards _models states and publishing _views
         self._reconcile_lock = threading.Lock()  # one load/unload pass at a time
@@ -223,6 +244,12 @@ class ModelManager:
         with self._reconcile_lock:
             for model in self._models.values():
                 self._unload(model, set(model.servables))
+        for logger in self._loggers.values():
+            logger.close()
+
+    def request_logger(self, model_name: str) -> RequestLogger | None:
+        """The model's request logger, or None when its config logs nothing."""
+        return self._loggers.get(model_name)
 
     def poll(self) -> None:
         """Runs one polling pass over every model now (errors are logged and kept in status)."""
@@ -241,8 +268,13 @@ class ModelManager:
         """
         try:
             validate_models_config(config)
+            loggers = _request_loggers(config, self._loggers)
         except ValueError as error:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from error
+        for name, logger in self._loggers.items():
+            if loggers.get(name) is not logger:
+                logger.close()
+        self._loggers = loggers
         wanted = {model.name: model for model in config.model_config_list.config}
         with self._reconcile_lock:
             for name in list(self._models):
