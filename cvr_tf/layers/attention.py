@@ -26,7 +26,11 @@ class FieldSelfAttention(keras.layers.Layer):
         y = flatten(Z)                            [batch, F * a]
 
     It is written with ``MatMul`` rather than Keras ``MultiHeadAttention`` (``Einsum``) so that
-    TensorFlow's profiler, which has no FLOP statistics for ``Einsum``, counts it.
+    TensorFlow's profiler, which has no FLOP statistics for ``Einsum``, counts it. The heads run
+    in one pair of batched products, without splitting them into their own axis (transposes,
+    slow on CPU): the query is repeated per head with the other heads' columns zeroed, which
+    gives the same numbers at h times the (small) FLOPs of the two products; :meth:`cost`
+    counts the useful ones.
 
     Example:
 
