@@ -97,10 +97,21 @@ def export_variants(
     return export_base, exported
 
 
+# The default spec's columns that one search request shares: its user, device and query.
+REQUEST_COLUMNS = ("user_id", "user_segment", "device", "query")
+
+
 def request_features(candidates: int, count: int = 32, vocabulary_limit: int | None = None,
                      seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """``count`` requests of ``candidates`` rows of raw serving columns (vocabulary tokens)."""
+    """``count`` search requests of ``candidates`` rows of raw serving columns (vocabulary
+    tokens): the :data:`REQUEST_COLUMNS` hold one value per request, as a search request's
+    candidates share its user and query; the item columns vary by row."""
     spec = default_spec()
     vocabularies = synthetic_vocabularies(spec, vocabulary_limit)
-    return [warmup.synthetic_features(spec, vocabularies, candidates, seed=seed + index)
-            for index in range(count)]
+    requests = []
+    for index in range(count):
+        columns = warmup.synthetic_features(spec, vocabularies, candidates, seed=seed + index)
+        for column in REQUEST_COLUMNS:
+            columns[column] = np.repeat(columns[column][:1], candidates)
+        requests.append(columns)
+    return requests
