@@ -226,7 +226,7 @@ class ServingModule(tf.Module):
         self.dense = tf.function(
             lambda embeddings: {
                 PROBABILITIES: self._probabilities(
-                    self._run_dense(self._checked(EMBEDDINGS, embeddings))
+                    self._run_dense(self._checked({EMBEDDINGS: embeddings})[EMBEDDINGS])
                 )
             },
             input_signature=[
@@ -242,27 +242,36 @@ class ServingModule(tf.Module):
             autograph=False,
         )
 
-    def _checked(self, name: str, tensor: tf.Tensor) -> tf.Tensor:
-        """``tensor`` behind the request checks: finite floats, at most the batching limit."""
+    def _checked(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``inputs`` behind the request checks: at most the batching limit of rows (one check
+        of every input's rows at once: a few ops, not a few per input), finite floats."""
         checks = []
         if self._max_rows is not None:
+            by_dtype: dict[tf.DType, list[tf.Tensor]] = {}
+            for tensor in inputs.values():
+                by_dtype.setdefault(tensor.dtype, []).append(tensor)
+            rows = tf.concat([shape if tensor.shape.rank == 1 else shape[:1]  # columns: [rows]
+                              for tensors in by_dtype.values()
+                              for shape, tensor in zip(tf.shape_n(tensors, out_type=tf.int64),
+                                                       tensors, strict=True)], axis=0)
             checks.append(tf.debugging.assert_less_equal(
-                tf.shape(tensor, out_type=tf.int64)[0], tf.constant(self._max_rows, tf.int64),
-                message=f"input '{name}' has more rows than max_batch_size={self._max_rows}; "
-                        "split the request or export with a larger --max_batch_size",
+                tf.reduce_max(rows), tf.constant(self._max_rows, tf.int64),
+                message=f"the request has more rows than max_batch_size={self._max_rows}; split "
+                        "the request or export with a larger --max_batch_size",
             ))
-        if tensor.dtype.is_floating:
-            checks.append(tf.debugging.assert_all_finite(
-                tensor, message=f"input '{name}' holds NaN or infinite values; send finite "
-                                "numbers (the training pipeline rejects such rows)",
-            ))
+        for name, tensor in inputs.items():
+            if tensor.dtype.is_floating:
+                checks.append(tf.debugging.assert_all_finite(
+                    tensor, message=f"input '{name}' holds NaN or infinite values; send finite "
+                                    "numbers (the training pipeline rejects such rows)",
+                ))
         with tf.control_dependencies(checks):
-            return tf.identity(tensor)
+            return {name: tf.identity(tensor) for name, tensor in inputs.items()}
 
     def _model_columns(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The checked serving inputs mapped to the model's columns
         (:meth:`cvr_tf.features.FeatureSpec.derive_serving_columns`), on the CPU."""
-        checked = {name: self._checked(name, tensor) for name, tensor in features.items()}
+        checked = self._checked(features)
         with tf.device("/device:CPU:0"):
             return self._derive_columns(checked)
 
