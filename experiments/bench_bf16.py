@@ -1,20 +1,24 @@
-"""bf16 for the dense part on this CPU: speed and accuracy of TensorFlow's oneDNN bfloat16
-auto-mixed-precision rewrite, the one ``tensorflow_model_server --mixed_precision=bfloat16``
-turns on, against fp32 on the same exports.
+"""bfloat16 dense part (``serving.export --dense_precision=bfloat16``): speed and accuracy of
+trained models on real (simulated) logs, against the float32 export of the same checkpoint.
 
-The rewrite is a process-wide Grappler option applied when a function is instantiated, so this
-probe loads each export twice: first in fp32, then, after switching the option on, again. It
-reports per export (``dcnv2`` and ``dhen``, unbatched, 100 and 1,600 rows a call) the median
-latency of sequential ``serving_default`` calls in both precisions, the max and mean absolute
-score difference, and the AUC of both on labels drawn from the fp32 probabilities
-(``y ~ Bernoulli(p_fp32)``: untrained models have no labels, and this AUC shows whether bf16
-rounding changes the ranking that matters)::
+1. simulate ``--days`` of search logs and build their spans (the demo's pipeline, a smaller
+   world), unless ``--data_dir`` names spans already built;
+2. train dcnv2 and dhen (``--steps``) on all days but the last;
+3. export each checkpoint twice, unbatched: float32 and bfloat16;
+4. score every request of the last day through both exports' ``serving_default`` (as TF Serving
+   runs the SavedModel), and report per backbone the max and mean absolute score difference, the
+   AUC and group AUC of both on the day's real labels, and the median latency of sequential
+   calls at 100 and 1,600 rows in both precisions.
 
-    python -m experiments.bench_bf16 [--calls 30] [--out experiments/results/bf16.json]
+::
+
+    python -m experiments.bench_bf16 [--steps 300] [--calls 30] [--data_dir SPANS]
+        [--out experiments/results/bf16.json]
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import statistics
@@ -26,79 +30,141 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from cvr_tf import input as input_lib
 from cvr_tf import metrics as metrics_lib
+from cvr_tf import training
 from cvr_tf.compat import tf
-from experiments.serving_exports import Variant, export_variants, request_features
-from serving import signatures
+from cvr_tf.features import default_spec
+from cvr_tf.model import ModelConfig
+from experiments.serving_exports import request_features
+from pipelines.simulate import simulate_logs
+from pipelines.span_pipeline import build_spans
+from serving import export, signatures
 
-VARIANTS = (Variant("dcnv2_none", "dcnv2", "none"), Variant("dhen_none", "dhen", "none"))
+BACKBONES = ("dcnv2", "dhen")
+PRECISIONS = signatures.DENSE_PRECISIONS
 ROWS = (100, 1600)
-REWRITE = "auto_mixed_precision_onednn_bfloat16"
+FIRST_DAY = datetime.date(2026, 1, 5)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("calls", 30, "Timed sequential calls per export, precision and size.")
-flags.DEFINE_integer("vocabulary_limit", None, "Cap every vocabulary (smoke runs only).")
+flags.DEFINE_string("data_dir", "", "Spans to use (default: simulate --days into the workdir).")
+flags.DEFINE_integer("days", 8, "Days of simulated logs; the last one is scored.")
+flags.DEFINE_integer("requests_per_day", 1500, "Simulated search requests per day.")
+flags.DEFINE_integer("steps", 300, "Training steps per backbone (batch 512).")
+flags.DEFINE_integer("calls", 30, "Timed sequential calls per export and size.")
+flags.DEFINE_string("workdir", "", "Keep everything here (default: a temporary directory).")
 flags.DEFINE_string("out", "experiments/results/bf16.json", "Where the JSON goes.")
 
 
-def _scores_and_latency(function: Any, requests: Mapping[int, Sequence[Mapping[str, np.ndarray]]],
-                        calls: int) -> tuple[np.ndarray, dict[int, float]]:
-    """Scores of the 100-row requests, and the median ms per call at each size."""
-    scores = np.concatenate([function(**r)[signatures.PROBABILITIES].numpy()
-                             for r in requests[ROWS[0]]])
-    latency = {}
-    for rows, batch in requests.items():
-        function(**batch[0])  # warm up this shape
-        timings = []
-        for index in range(calls):
-            started = time.perf_counter()
-            function(**batch[index % len(batch)])[signatures.PROBABILITIES].numpy()
-            timings.append((time.perf_counter() - started) * 1e3)
-        latency[rows] = round(statistics.median(timings), 3)
-    return scores, latency
+def _median_ms(function: Any, requests: Sequence[Mapping[str, np.ndarray]], calls: int) -> float:
+    function(**requests[0])  # this shape, warm
+    timings = []
+    for index in range(calls):
+        started = time.perf_counter()
+        function(**requests[index % len(requests)])[signatures.PROBABILITIES].numpy()
+        timings.append((time.perf_counter() - started) * 1e3)
+    return round(statistics.median(timings), 3)
 
 
-def compare(fp32: np.ndarray, bf16: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Max/mean |bf16 - fp32| and both AUCs on labels drawn from the fp32 probabilities."""
-    labels = (np.random.default_rng(seed).random(fp32.size) < fp32).astype(np.int64)
-    return {"rows": int(fp32.size), "max_abs_difference": float(np.max(np.abs(fp32 - bf16))),
-            "mean_abs_difference": float(np.mean(np.abs(fp32 - bf16))),
-            "auc_fp32": metrics_lib.auc(labels, fp32), "auc_bf16": metrics_lib.auc(labels, bf16)}
+def compare(fp32: np.ndarray, bf16: np.ndarray, labels: np.ndarray, groups: np.ndarray
+            ) -> dict[str, Any]:
+    """Score differences, and AUC / group AUC of both precisions on the real labels."""
+    difference = np.abs(fp32.astype(np.float64) - bf16)
+    return {"rows": int(fp32.size), "max_abs_difference": float(difference.max()),
+            "mean_abs_difference": float(difference.mean()),
+            **{f"{metric}_{name}": function(labels, scores)
+               for name, scores in (("fp32", fp32), ("bf16", bf16))
+               for metric, function in (("auc", metrics_lib.auc),
+                                        ("group_auc", lambda y, p: metrics_lib.group_auc(
+                                            y, p, groups)))}}
+
+
+def _spans(workdir: str) -> tuple[str, datetime.date, datetime.date]:
+    """(spans dir, first day, last day): ``--data_dir``'s spans, or freshly simulated ones."""
+    if FLAGS.data_dir:
+        days = [datetime.date.fromisoformat(name.split("=", 1)[1])
+                for name in sorted(os.listdir(FLAGS.data_dir))
+                if name.startswith(input_lib.SPAN_PREFIX)]
+        return FLAGS.data_dir, days[0], days[-1]
+    last = FIRST_DAY + datetime.timedelta(days=FLAGS.days - 1)
+    logs, spans = os.path.join(workdir, "logs"), os.path.join(workdir, "spans")
+    simulate_logs(logs, FIRST_DAY, FLAGS.days, FLAGS.requests_per_day, 20)
+    build_spans(logs, spans, FIRST_DAY, last)
+    return spans, FIRST_DAY, last
+
+
+def day_requests(spans: str, day: datetime.date
+                 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray, np.ndarray]:
+    """The day's requests as a client sends them (its serving columns, one request per call),
+    with their labels and request keys in the same row order."""
+    spec = default_spec()
+    data = input_lib.read_columns(spans, day, day, spec)
+    order = np.argsort(data[spec.group_key], kind="stable")
+    keys = data[spec.group_key][order]
+    bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
+    columns = {c: data[c][order] for c in spec.serving_columns()}
+    requests = [{c: values[a:b] for c, values in columns.items()}
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return requests, data[spec.label][order], keys
+
+
+def run(workdir: str) -> dict[str, Any]:
+    spans, first, last = _spans(workdir)
+    requests, labels, keys = day_requests(spans, last)
+    timing_requests = {rows: request_features(rows, count=8 if rows == ROWS[0] else 2)
+                       for rows in ROWS}
+    results = {}
+    for backbone in BACKBONES:
+        model_dir = os.path.join(workdir, backbone)
+        trained = training.train(training.TrainConfig(
+            data_dir=spans, model_dir=model_dir, train_start=first,
+            train_end=last - datetime.timedelta(days=1), eval_start=last, eval_end=last,
+            model=ModelConfig(backbone=backbone), batch_size=512, steps=FLAGS.steps,
+            log_every_steps=FLAGS.steps, overwrite=True))
+        scores, latency = {}, {}
+        for precision in PRECISIONS:
+            path = export.export_model(
+                model_dir, os.path.join(workdir, "export"), f"{backbone}_{precision}",
+                batching=signatures.BatchingConfig(scope="none", allowed_batch_sizes=()),
+                dense_device="cpu", dense_precision=precision)
+            function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
+            scores[precision] = np.concatenate(
+                [function(**r)[signatures.PROBABILITIES].numpy() for r in requests])
+            latency[precision] = {rows: _median_ms(function, timing_requests[rows], FLAGS.calls)
+                                  for rows in ROWS}
+        results[backbone] = {
+            "trained_eval_auc": trained["eval"]["auc"], "fp32_ms": latency[PRECISIONS[0]],
+            "bf16_ms": latency[PRECISIONS[1]],
+            **compare(scores[PRECISIONS[0]], scores[PRECISIONS[1]], labels, keys)}
+    return {"eval_day": last.isoformat(), "requests": len(requests), "exports": results}
 
 
 def main(argv: list[str]) -> None:
     del argv
     load_before = [round(x, 2) for x in os.getloadavg()]
-    batching = signatures.BatchingConfig(scope="none", allowed_batch_sizes=())
-    requests = {rows: request_features(rows, count=8 if rows == ROWS[0] else 2,
-                                       vocabulary_limit=FLAGS.vocabulary_limit)
-                for rows in ROWS}
-    results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as workdir:
-        _, models = export_variants(workdir, batching, VARIANTS, FLAGS.vocabulary_limit)
-        fp32 = {}
-        for name, model in models.items():
-            function = tf.saved_model.load(model["path"]).signatures[signatures.DEFAULT_SIGNATURE]
-            fp32[name] = (function, *_scores_and_latency(function, requests, FLAGS.calls))
-        tf.config.optimizer.set_experimental_options({REWRITE: True})
-        for name, model in models.items():
-            function = tf.saved_model.load(model["path"]).signatures[signatures.DEFAULT_SIGNATURE]
-            scores, latency = _scores_and_latency(function, requests, FLAGS.calls)
-            results[name] = {"fp32_ms": fp32[name][2], "bf16_ms": latency,
-                             **compare(fp32[name][1], scores)}
+    if FLAGS.workdir:
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+        result = run(FLAGS.workdir)
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            result = run(workdir)
     load_after = [round(x, 2) for x in os.getloadavg()]
-    print(f"load average {load_before} before, {load_after} after; median ms per call\n")
-    print("| export | rows | fp32 ms | bf16 ms | speedup | max abs diff | AUC fp32 | AUC bf16 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in results.items():
+    print(f"\nload average {load_before} before, {load_after} after; {result['requests']} "
+          f"requests of {result['eval_day']} scored; median ms per sequential call\n")
+    print("| backbone | rows | fp32 ms | bf16 ms | speedup | max abs diff | mean abs diff "
+          "| AUC fp32 | AUC bf16 | gAUC fp32 | gAUC bf16 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in result["exports"].items():
         for rows in ROWS:
-            print(f"| {name} | {rows} | {row['fp32_ms'][rows]:.2f} | {row['bf16_ms'][rows]:.2f} | "
-                  f"{row['fp32_ms'][rows] / row['bf16_ms'][rows]:.2f}x | "
-                  f"{row['max_abs_difference']:.1e} | {metrics_lib.format_metric(row['auc_fp32'])}"
-                  f" | {metrics_lib.format_metric(row['auc_bf16'])} |")
+            fp32, bf16 = row["fp32_ms"][rows], row["bf16_ms"][rows]
+            print(f"| {name} | {rows} | {fp32:.2f} | {bf16:.2f} | {fp32 / bf16:.2f}x | "
+                  f"{row['max_abs_difference']:.1e} | {row['mean_abs_difference']:.1e} | " +
+                  " | ".join(metrics_lib.format_metric(row[f"{m}_{p}"])
+                             for m in ("auc", "group_auc") for p in ("fp32", "bf16")) + " |")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w", encoding="utf-8") as handle:
-        json.dump({"load_average_before_after": [load_before, load_after], "exports": results},
+        json.dump({"command": "python -m experiments.bench_bf16",
+                   "load_average_before_after": [load_before, load_after], **result},
                   handle, indent=1)
 
 

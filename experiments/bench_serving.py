@@ -4,22 +4,28 @@
 Exports (untrained models of the default spec, :mod:`experiments.serving_exports`):
 ``dcnv2_dense`` (in-graph batching of the dense part, embedding lookups in the request thread),
 ``dcnv2_none`` (no batching), ``dcnv2_whole`` (the whole model batched), ``dhen_dense`` (DHEN at
-scale 1, ~8x the dense FLOPs), ``dhen_none`` and ``dhen_dense_xla`` (the dense part compiled
-with XLA).
+scale 1, ~8x the dense FLOPs) and ``dhen_none``, and the same two with the backbone in bfloat16
+(``dhen_dense_bf16``, ``dhen_none_bf16``: ``serving.export --dense_precision=bfloat16``).
+``--variants`` picks among them and ``dhen_dense_xla`` (the dense part compiled with XLA, padded
+to :data:`XLA_BATCH_SIZES`).
 
 * In-process (:mod:`experiments.inprocess_load`): each export's ``serving_default`` loaded here
   and called from ``--threads`` request threads at each offered QPS of ``--qps`` (open loop,
   Poisson arrivals, latency from the intended send time), climbing until a model stops keeping
-  up (:func:`experiments.serving_sweep.sweep`). bf16 has its own probe,
-  :mod:`experiments.bench_bf16`, since its graph rewrite is process-wide.
-* The targets of issue 16 (printed at the end of the in-process part): dhen p99 <= 1.5x dcnv2
-  p99 at a QPS that dcnv2 sustains and unbatched dhen does not; dhen batched >= 2x unbatched
-  throughput at equal or lower p99. Also each batched model's dense-part GFLOP/s at its best
-  point against the matmul peak measured in this run (:mod:`experiments.matmul_peak`).
-* gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 and dhen
-  (batched, unbatched); the same sweep through it gives the local server's own figures, and
-  sequential Predicts vs in-process calls of the same signature give its overhead per request
-  (median latency difference, and the server's CPU ms per request).
+  up (:func:`experiments.serving_sweep.sweep`). TensorFlow's thread pools are sized as
+  tensorflow_model_server's ``--tensorflow_intra_op_parallelism`` /
+  ``--tensorflow_inter_op_parallelism`` would size them (``--intra_op_threads``,
+  ``--inter_op_threads``; 0 lets TensorFlow choose, as the server does by default).
+* The targets of issue 16 (printed at the end of the in-process part): each batched dhen export's
+  p99 <= 1.5x batched dcnv2's p99 at a QPS that dcnv2 sustains and the dhen export's unbatched
+  twin (same precision) does not; each batched dhen export >= 2x its unbatched twin's throughput
+  at equal or lower p99. Also every export's dense-part GFLOP/s at its best point against the
+  fp32 and bf16 matmul peaks measured in this run (:mod:`experiments.matmul_peak`).
+  ``--eight_x`` names the batched dhen export of the summary tables and the plot.
+* gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 (batched,
+  unbatched, whole) and the ``--eight_x`` export; the same sweep through it gives the local
+  server's own figures, and sequential Predicts vs in-process calls of the same signature give its
+  overhead per request (median latency difference, and the server's CPU ms per request).
 
 Batching defaults for 2 CPU cores and 100-row requests, from TF Serving's CPU advice and
 measured here: a zero batch timeout (a lone request never waits; under load requests pile up
@@ -32,6 +38,7 @@ Prints markdown tables and writes every point and summary as JSON (``--out``)::
 
     python -m experiments.bench_serving [--qps 50,100,...] [--duration_s 3] [--threads 16]
         [--max_batch_size 1600] [--batch_timeout_micros 0] [--num_batch_threads 1]
+        [--intra_op_threads 0] [--inter_op_threads 0] [--variants ...] [--eight_x ...]
 """
 
 from __future__ import annotations

@@ -163,7 +163,9 @@ def summarize(points: Sequence[Point], p99_budget_ms: float, batched: str, unbat
         "decoupled_vs_whole": p99_ratios(series[batched], series[whole]),
         "dhen_vs_dcnv2": p99_ratios(series[batched], series[eight_x]),
         "p99_vs_qps": {"batched": p99s(batched), "unbatched": p99s(unbatched),
-                       "dcnv2": p99s(batched), "dhen": p99s(eight_x)},
+                       "dcnv2": p99s(batched), "dhen": p99s(eight_x),
+                       **({"dhen_unbatched": p99s(eight_x_unbatched)}
+                          if eight_x_unbatched in series else {})},
         "series": {name: p99s(name) for name in sorted(series)},
         **({"dhen_batched_vs_unbatched": compare_at_equal_p99(
             series[eight_x], series[eight_x_unbatched], p99_budget_ms)}
