@@ -25,6 +25,7 @@ import shutil
 import numpy as np
 from absl import app, flags, logging
 from tensorflow.python.saved_model import loader_impl
+from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import tf
@@ -98,7 +99,11 @@ def export_model(
     )
     staging = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    tf.saved_model.save(module, staging, signatures=module.signatures())
+    # Without Keras' traced call function of every layer: TF Serving runs the signatures only,
+    # and the traces doubled the time of a DHEN export. tf_keras' own option (it has no public
+    # one for tf.saved_model.save).
+    with keras_saved_model_utils.keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, staging, signatures=module.signatures())
     warmup.write_warmup_requests(staging, model_name, _warmup_requests(model, module, batching))
     os.replace(staging, final)
     write_server_files(export_base, batching)
