@@ -54,6 +54,29 @@ def test_sustained_compares_answers_with_the_realized_send_rate():
     assert not serving_sweep.sustained(_point("m", 50, 50.0, 10.0, errors={"UNAVAILABLE": 1}))
 
 
+def test_sweep_retries_a_point_that_does_not_keep_up_before_it_stops_climbing():
+    # Model "m" stalls once at 200 QPS (another job's burst) and for good at 400 QPS.
+    outcomes = {(200, 0): 150.0, (400, 0): 300.0, (400, 1): 310.0}
+    calls = {}
+
+    def measure(model, qps, duration_s, seed):
+        attempt = calls.setdefault((model, qps), [])
+        attempt.append(seed)
+        served = outcomes.get((qps, len(attempt) - 1), qps) if model == "m" else qps
+        point = _point(model, qps, served, 10.0, window=duration_s)
+        return {**point, "cpu_ms_per_request": 1.0, "load_average_1m": 0.5}
+
+    logged = []
+    points = serving_sweep.sweep(measure, ["m", "n"], [100.0, 200.0, 400.0], duration_s=2.0,
+                                 timeout_s=0.0, log=logged.append)
+    by_model = [(p["model"], p["target_qps"], p["sustained"], len(p.get("retried", [])))
+                for p in points]
+    assert by_model == [("m", 100, True, 0), ("n", 100, True, 0), ("n", 200, True, 0),
+                        ("m", 200, True, 1), ("m", 400, False, 1), ("n", 400, True, 0)]
+    assert points[3]["retried"][0]["requests_per_s"] == 150.0
+    assert len(logged) == 8 and sum("(retry)" in line for line in logged) == 2
+
+
 def test_batched_vs_unbatched_at_the_unbatched_p99_and_a_fixed_budget():
     at_reference, fixed = serving_sweep.compare_at_equal_p99(BATCHED, UNBATCHED, 10.0)
     # The unbatched model's best sustained point is 99 req/s at p99 20 ms; within 20 ms the
@@ -134,7 +157,7 @@ def test_tiny_inprocess_run(tiny_exports):
     measure = bench.inprocess_measure(functions, requests, threads=4, timeout_s=5.0)
     logged = []
     points = serving_sweep.sweep(measure, list(functions), [100.0], duration_s=0.3,
-                                 timeout_s=0.0, log=logged.append)
+                                 timeout_s=0.0, log=logged.append, retries=0)
     assert [p["model"] for p in points] == [bench.BATCHED, bench.UNBATCHED] and len(logged) == 2
     for point in points:
         assert point["requests"] == point["ok"] + sum(point["errors"].values()) > 0
@@ -162,7 +185,8 @@ def test_tiny_run_on_a_local_server(tiny_exports):
     with bench.server_process(os.path.join(export_base, export.MODELS_CONFIG), list(models),
                               os.path.join(workdir, "server.log")) as server:
         points = serving_sweep.sweep(bench.grpc_measure(server, requests, 1.0), list(models),
-                                     [200.0], duration_s=0.2, timeout_s=1.0, log=logged.append)
+                                     [200.0], duration_s=0.2, timeout_s=1.0, log=logged.append,
+                                     retries=0)
         overhead = bench.server_overhead(server, bench.BATCHED, models[bench.BATCHED]["path"],
                                          requests[0], calls=3, warmup_calls=1)
     assert not os.path.exists(f"/proc/{server.pid}")  # terminated and reaped
