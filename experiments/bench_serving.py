@@ -20,7 +20,9 @@ to :data:`XLA_BATCH_SIZES`).
   p99 <= 1.5x batched dcnv2's p99 at a QPS that dcnv2 sustains and the dhen export's unbatched
   twin (same precision) does not; each batched dhen export >= 2x its unbatched twin's throughput
   at equal or lower p99. Also every export's dense-part GFLOP/s at its best point against the
-  fp32 and bf16 matmul peaks measured in this run (:mod:`experiments.matmul_peak`).
+  fp32 and bf16 matmul peaks measured in this run (:mod:`experiments.matmul_peak`), and, before
+  the sweep, the dense part alone of each unbatched export at 100, 400 and 1,600 rows a call
+  (:mod:`experiments.dense_scan`): what batching can gain there, and its GFLOP/s.
   ``--eight_x`` names the batched dhen export of the summary tables and the plot.
 * gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 (batched,
   unbatched, whole) and the ``--eight_x`` export; the same sweep through it gives the local
@@ -62,6 +64,7 @@ from absl import app, flags
 
 from cvr_tf.compat import tf
 from experiments import serving_report, serving_sweep
+from experiments.dense_scan import dense_scan, scan_table
 from experiments.inprocess_load import run_inprocess_load
 from experiments.matmul_peak import matmul_peak_gflops
 from experiments.serving_exports import Variant, export_variants, request_features
@@ -435,6 +438,8 @@ def main(argv: list[str]) -> None:
         print(f"exported in {time.perf_counter() - started:.0f} s; dense-part FLOPs per example "
               f"dhen / dcnv2: {ratio:.2f}x", flush=True)
         requests = request_features(FLAGS.candidates, vocabulary_limit=FLAGS.vocabulary_limit)
+        scans = {name: dense_scan(model["path"], model["dense_flops_per_example"])
+                 for name, model in models.items() if model["scope"] == "none"}
         inprocess = run_inprocess(models, requests, [float(q) for q in FLAGS.qps])
         load_middle = _load_averages()
         grpc_part = run_grpc(export_base, models, workdir, requests) if FLAGS.grpc else None
@@ -443,7 +448,8 @@ def main(argv: list[str]) -> None:
           f"per request; load average (1/5/15 min) {load_before} before, {load_middle} after "
           f"the in-process part, {load_after} after\n")
     lines = serving_report.summary_tables(inprocess, ratio, "In-process")
-    lines += ["", *serving_report.utilization_table(inprocess["dense_utilization"], peaks), "",
+    lines += ["", *scan_table(scans, peaks), "",
+              *serving_report.utilization_table(inprocess["dense_utilization"], peaks), "",
               *_target_lines(inprocess)]
     if grpc_part:
         lines += ["", *serving_report.summary_tables(grpc_part, ratio, "gRPC (local server)"),
@@ -466,7 +472,7 @@ def main(argv: list[str]) -> None:
             "dense_flops_ratio_dhen_vs_dcnv2": round(ratio, 3),
             "in_process": inprocess, "grpc": grpc_part,
             # The plot's series: the in-process figures, which transfer to TF Serving.
-            "p99_vs_qps": inprocess["p99_vs_qps"],
+            "p99_vs_qps": inprocess["p99_vs_qps"], "dense_scan": scans,
         }, handle, indent=1)
     print(f"\nwrote {FLAGS.out}")
 

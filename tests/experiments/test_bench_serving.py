@@ -9,6 +9,7 @@ import pytest
 from cvr_tf.features import default_spec
 from experiments import bench_serving as bench
 from experiments import serving_report, serving_sweep
+from experiments.dense_scan import dense_scan, scan_table
 from experiments.inprocess_load import run_inprocess_load
 from experiments.serving_exports import (
     REQUEST_COLUMNS,
@@ -166,6 +167,22 @@ def test_tiny_inprocess_run(tiny_exports):
     rows = bench.dense_utilization(points, models, [bench.BATCHED])
     assert rows[0]["dense_gflops"] == pytest.approx(
         models[bench.BATCHED]["dense_flops_per_example"] * points[0]["candidates_per_s"] / 1e9)
+
+
+def test_dense_scan_times_the_dense_signature_by_batch_size(tiny_exports):
+    _, _, models, _ = tiny_exports
+    model = models[bench.UNBATCHED]
+    rows = dense_scan(model["path"], model["dense_flops_per_example"], sizes=(10, 40), calls=2,
+                      repeats=2)
+    assert [row["rows"] for row in rows] == [10, 40]
+    for row in rows:
+        assert row["ms"] > 0 and row["ms_per_100_rows"] == pytest.approx(
+            row["ms"] * 100 / row["rows"], rel=1e-2)
+        assert row["gflops"] == pytest.approx(
+            model["dense_flops_per_example"] * row["rows"] / row["ms"] / 1e6, rel=2e-2, abs=0.1)
+    table = "\n".join(scan_table({"m": rows}, {"float32": 100.0, "bfloat16": 400.0}))
+    headroom = rows[0]["ms_per_100_rows"] / rows[1]["ms_per_100_rows"]
+    assert "| m | 10 |" in table and f"| m | batching headroom | | {headroom:.2f}x |" in table
 
 
 def test_inprocess_load_counts_refusals_by_status(tiny_exports):
