@@ -159,10 +159,11 @@ class ServingModule(tf.Module):
     nothing else (the training-only bias tower stays out of the SavedModel).
 
     Every signature checks its request before any work, so that TF Serving answers
-    INVALID_ARGUMENT naming the input: float inputs (raw numeric columns, ``embeddings``) must be
-    finite, as the training pipeline requires of its rows; with batching on, a request of more
-    than ``max_batch_size`` rows is refused by all three signatures alike. Outputs have static
-    ranks (``embeddings [batch, D]``, ``probabilities [batch]``) in the signature metadata.
+    INVALID_ARGUMENT: float inputs (raw numeric columns, ``embeddings``) must be finite, as the
+    training pipeline requires of its rows (the message names the input); with batching on, a
+    request of more than ``max_batch_size`` rows is refused by all three signatures alike.
+    Outputs have static ranks (``embeddings [batch, D]``, ``probabilities [batch]``) in the
+    signature metadata.
 
     Args:
       model: the trained model.
