@@ -1,4 +1,4 @@
-"""bf16 benchmark: the accuracy comparison on hand-made scores, and requests read from real spans."""
+"""bf16 benchmark: the accuracy comparison on hand-made scores, and requests read from spans."""
 
 import numpy as np
 import pytest
