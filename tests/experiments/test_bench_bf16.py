@@ -31,3 +31,19 @@ def test_day_requests_are_whole_requests_with_aligned_labels(simulated_spans):
     sizes = [len(next(iter(r.values()))) for r in requests]
     assert keys[sizes[0] - 1] == keys[0] and keys[sizes[0]] != keys[0]  # one request per call
     assert set(np.unique(labels)) <= {0, 1}
+
+
+def test_call_ms_interleaves_the_functions_rounds():
+    order = []
+
+    def make(name):
+        def function(**features):
+            order.append(name)
+            return {"probabilities": features["x"] * 2.0}
+        return function
+
+    timings = bench_bf16.call_ms({"a": make("a"), "b": make("b")},
+                                 [{"x": np.ones(3, np.float32)}], calls=2, rounds=3)
+    assert set(timings) == {"a", "b"} and min(timings.values()) > 0
+    # A warm-up call each, then rounds of 2 calls alternating between the functions.
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
