@@ -5,7 +5,9 @@ field's ``metadata["help"]``; ``metadata["choices"]`` makes it an enum flag and
 ``metadata["flag"]`` renames it (a Python keyword: ``continue_training`` is ``--continue``).
 ``metadata["parse"]`` makes it a string flag whose value is ``parse(text)`` (a file path read
 into a mapping: ``--backbone_config=FILE``); unset or empty, the field keeps its default, and a
-``ValueError`` from ``parse`` becomes a one-line ``app.UsageError`` naming the flag.
+``ValueError`` from ``parse`` becomes a one-line ``app.UsageError`` naming the flag. A
+``tuple[int, ...]`` (or ``float``, ``str``) field is a comma-separated list flag, empty for ``()``
+(``--allowed_batch_sizes=256,512``).
 A field whose type is itself a config dataclass (``TrainConfig.model``) contributes its own
 fields as flags, flat (``--backbone``, not ``--model.backbone``), so the names users type stay
 short.
@@ -39,6 +41,15 @@ def _flag_type(annotation: Any) -> type:
     return annotation
 
 
+def _item_type(kind: Any) -> type | None:
+    """``int`` for ``tuple[int, ...]`` (a list flag of ints; also float, str), else None."""
+    arguments = typing.get_args(kind)
+    if (typing.get_origin(kind) is tuple and len(arguments) == 2 and arguments[1] is Ellipsis
+            and arguments[0] in (int, float, str)):
+        return arguments[0]
+    return None
+
+
 def _fields(cls: type, skip: Collection[str]) -> list[tuple[dataclasses.Field, type]]:
     hints = typing.get_type_hints(cls)
     return [(field, _flag_type(hints[field.name])) for field in dataclasses.fields(cls)
@@ -67,6 +78,9 @@ def define_flags(cls: type, skip: Collection[str] = (),
         default = None if field.default is dataclasses.MISSING else field.default
         if "parse" in field.metadata:
             flags.DEFINE_string(name, None, field.metadata["help"], flag_values=flag_values)
+        elif _item_type(kind) is not None:
+            flags.DEFINE_list(name, [str(v) for v in default or ()], field.metadata["help"],
+                              flag_values=flag_values)
         elif "choices" in field.metadata:
             flags.DEFINE_enum(name, default, list(field.metadata["choices"]),
                               field.metadata["help"], flag_values=flag_values)
@@ -85,6 +99,15 @@ def _parsed(field: dataclasses.Field, text: str) -> Any:
         raise app.UsageError(f"--{flag_name(field)}={text}: {error}") from None
 
 
+def _items(field: dataclasses.Field, item: type, values: list[str]) -> tuple:
+    """A list flag's values as a tuple of ``item``; a bad one is a UsageError naming the flag."""
+    try:
+        return tuple(item(value) for value in values)
+    except ValueError:
+        raise app.UsageError(f"--{flag_name(field)}={','.join(values)}: every item must be "
+                             f"a {item.__name__}") from None
+
+
 def build(cls: type, flag_values: flags.FlagValues, **values: Any) -> Any:
     """An instance of ``cls`` from the parsed flags; ``values`` gives the skipped fields.
 
@@ -95,6 +118,8 @@ def build(cls: type, flag_values: flags.FlagValues, **values: Any) -> Any:
     for field, kind in _fields(cls, values):
         if dataclasses.is_dataclass(kind):
             arguments[field.name] = build(kind, flag_values, **values)
+        elif (item := _item_type(kind)) is not None:
+            arguments[field.name] = _items(field, item, flag_values[flag_name(field)].value)
         elif "parse" not in field.metadata:
             arguments[field.name] = flag_values[flag_name(field)].value
         elif text := flag_values[flag_name(field)].value:

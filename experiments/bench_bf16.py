@@ -39,6 +39,7 @@ from experiments.serving_exports import request_features
 from pipelines.simulate import simulate_logs
 from pipelines.span_pipeline import build_spans
 from serving import export, signatures
+from serving.batching import BatchingConfig
 
 BACKBONES = ("dcnv2", "dhen")
 PRECISIONS = signatures.DENSE_PRECISIONS
@@ -126,7 +127,7 @@ def run(workdir: str) -> dict[str, Any]:
         for precision in PRECISIONS:
             path = export.export_model(
                 model_dir, os.path.join(workdir, "export"), f"{backbone}_{precision}",
-                batching=signatures.BatchingConfig(scope="none", allowed_batch_sizes=()),
+                batching=BatchingConfig(scope="none", allowed_batch_sizes=()),
                 dense_device="cpu", dense_precision=precision)
             functions[precision] = tf.saved_model.load(path).signatures[
                 signatures.DEFAULT_SIGNATURE]

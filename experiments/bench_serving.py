@@ -70,6 +70,7 @@ from experiments.matmul_peak import matmul_peak_gflops
 from experiments.serving_exports import Variant, export_variants, request_features
 from serving import export, signatures
 from serving import warmup as warmup_lib
+from serving.batching import BatchingConfig
 from serving.client import PredictionClient
 from serving.loadtest import run_load
 
@@ -421,7 +422,7 @@ def main(argv: list[str]) -> None:
     # Before TensorFlow runs its first op: thread pools are sized once per process.
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
-    batching = signatures.BatchingConfig(
+    batching = BatchingConfig(
         max_batch_size=FLAGS.max_batch_size, batch_timeout_micros=FLAGS.batch_timeout_micros,
         num_batch_threads=FLAGS.num_batch_threads, allowed_batch_sizes=())
     load_before, started = _load_averages(), time.perf_counter()

@@ -18,7 +18,8 @@ from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import keras, tf
 from cvr_tf.features import FeatureSpec, default_spec
 from cvr_tf.model import CVRModel, ModelConfig, build_model
-from serving import export, signatures, warmup
+from serving import export, warmup
+from serving.batching import BatchingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ def make_model_dir(path: str, spec: FeatureSpec, vocabularies: Mapping[str, Sequ
 
 
 def export_variants(
-    workdir: str, batching: signatures.BatchingConfig, variants: Sequence[Variant],
+    workdir: str, batching: BatchingConfig, variants: Sequence[Variant],
     vocabulary_limit: int | None = None,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """Builds one model dir per backbone and exports each variant as version 1 of its name.

@@ -6,7 +6,7 @@
 E/cvr/N/saved_model.pb, variables/        embed / dense / serving_default (serving.signatures)
 E/cvr/N/assets.extra/tf_serving_warmup_requests
 E/cvr/N/assets.extra/cvr_tf_export.json   the model dir it was exported from (exported_from)
-E/models.config                            every model under E, latest version
+E/models.config                            every model under E, latest version (logging kept)
 E/batching_parameters.txt                  for server-side batching when in-graph batching is off
 E/monitoring.config                        Prometheus metrics on the REST port
 E/README.md                                the tensorflow_model_server command for these files
@@ -21,7 +21,6 @@ In-graph batching and server-side batching are never both on: the command line e
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -31,12 +30,18 @@ import shutil
 import numpy as np
 from absl import app, flags, logging
 from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import logging_config_pb2
 from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
+from cvr_tf import config_flags
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import tf
 from cvr_tf.model import CVRModel
 from serving import signatures, tf_serving_config, warmup
+from serving.batching import BatchingConfig, read_batching_parameters, write_batching_parameters
+from serving.logged_warmup import warmup_records
+from serving.request_log import read_request_logs
 
 MODELS_CONFIG = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
@@ -92,10 +97,11 @@ def export_model(
     export_base: str,
     model_name: str,
     version: int | None = None,
-    batching: signatures.BatchingConfig | None = None,
+    batching: BatchingConfig | None = None,
     dense_device: str = "gpu",
     jit_compile_dense: bool = False,
     dense_precision: str = "float32",
+    warmup_requests: str = "",
 ) -> str:
     """Exports the latest checkpoint of ``model_dir``; returns the version directory.
 
@@ -105,16 +111,18 @@ def export_model(
       model_name: the model's name, and its subdirectory.
       version: the version number; default one more than the newest existing version.
       batching: in-graph batching parameters (``scope="none"`` disables it); default
-        :class:`~serving.signatures.BatchingConfig`.
+        :class:`~serving.batching.BatchingConfig`.
       dense_device: ``gpu``, ``cpu`` or ``none`` (unpinned) for the dense part's ops.
       jit_compile_dense: compile the dense part with XLA (tensorflow_model_server then needs
         ``--xla_cpu_compilation_enabled=true`` on CPU hosts).
       dense_precision: ``float32``, or ``bfloat16`` for the backbone's products (see
         :mod:`serving.signatures`; pays on CPUs with AVX512_BF16/AMX under oneDNN).
+      warmup_requests: a file of logged requests (``python -m serving.logged_warmup``) to ship
+        as the warmup records instead of synthetic ones; empty: synthetic.
 
     Raises:
       ValueError: for an invalid ``model_name`` (see ``tf_serving_config.validate_model_name``),
-        ``dense_device`` or ``dense_precision``.
+        ``dense_device`` or ``dense_precision``, or warmup requests the model cannot answer.
     """
     tf_serving_config.validate_model_name(model_name)
     if dense_device not in signatures.DEVICES:
@@ -133,31 +141,67 @@ def export_model(
             f"(the next free one is {versions[-1] + 1})"
         )
 
-    batching = batching or signatures.BatchingConfig()
+    batching = batching or BatchingConfig()
     model = model_dir_lib.load_model(model_dir)
     module = signatures.ServingModule(
         model, batching, signatures.DEVICES[dense_device], jit_compile_dense, dense_precision
     )
     staging = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    # Without Keras' traced call function of every layer: TF Serving runs the signatures only,
-    # and the traces doubled the time of a DHEN export. tf_keras' own option (it has no public
-    # one for tf.saved_model.save).
-    with keras_saved_model_utils.keras_option_scope(save_traces=False):
-        tf.saved_model.save(module, staging, signatures=module.signatures())
-    warmup.write_warmup_requests(staging, model_name, _warmup_requests(model, module, batching))
-    with open(os.path.join(staging, warmup.WARMUP_DIR, EXPORT_RECORD), "w",
-              encoding="utf-8") as handle:
-        json.dump({"model_dir": os.path.abspath(model_dir), "version": version,
-                   "exported_at": datetime.datetime.now(datetime.UTC).isoformat()}, handle)
+    try:
+        # Without Keras' traced call function of every layer: TF Serving runs the signatures only,
+        # and the traces doubled the time of a DHEN export. tf_keras' own option (it has no public
+        # one for tf.saved_model.save).
+        with keras_saved_model_utils.keras_option_scope(save_traces=False):
+            tf.saved_model.save(module, staging, signatures=module.signatures())
+        if warmup_requests:
+            warmup.write_warmup_logs(staging, _logged_warmup(warmup_requests, model_name, staging))
+        else:
+            warmup.write_warmup_requests(staging, model_name,
+                                         _warmup_requests(model, module, batching))
+        with open(os.path.join(staging, warmup.WARMUP_DIR, EXPORT_RECORD), "w",
+                  encoding="utf-8") as handle:
+            json.dump({"model_dir": os.path.abspath(model_dir), "version": version,
+                       "exported_at": datetime.datetime.now(datetime.UTC).isoformat()}, handle)
+    except BaseException:  # a failed export leaves nothing behind (a killed one: staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     os.replace(staging, final)
     write_server_files(export_base, batching)
     logging.info("Exported %s version %d to %s", model_name, version, final)
     return final
 
 
+def _logged_warmup(path: str, model_name: str, saved_model_dir: str
+                   ) -> list[prediction_log_pb2.PredictionLog]:
+    """The warmup records of a logged-requests file, checked against the SavedModel's
+    signatures (their names and inputs, as TF Serving reads them).
+
+    Raises:
+      ValueError: a request calls a signature the model lacks, or sends other inputs.
+    """
+    served = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0].signature_def
+    records = warmup_records(read_request_logs([path]), model_name)
+    for index, record in enumerate(records, start=1):
+        if record.WhichOneof("log_type") != "predict_log":
+            continue
+        request = record.predict_log.request
+        name = request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
+        if name not in served:
+            raise ValueError(f"--warmup_requests={path}: record {index} calls signature "
+                             f"{name!r}; the model has {', '.join(sorted(served))}")
+        wanted = set(served[name].inputs)
+        if set(request.inputs) != wanted:
+            raise ValueError(f"--warmup_requests={path}: record {index} sends inputs "
+                             f"{sorted(request.inputs)}; signature {name!r} takes "
+                             f"{sorted(wanted)} (were the requests logged for another model?)")
+    if not records:
+        raise ValueError(f"--warmup_requests={path} holds no request")
+    return records
+
+
 def _warmup_requests(
-    model: CVRModel, module: signatures.ServingModule, batching: signatures.BatchingConfig
+    model: CVRModel, module: signatures.ServingModule, batching: BatchingConfig
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     sizes = (
         sorted({WARMUP_ROWS, *batching.allowed_batch_sizes})
@@ -183,8 +227,19 @@ def compiles_with_xla(version_dir: str) -> bool:
     return any(f.attr["_XlaMustCompile"].b for f in meta_graph.graph_def.library.function)
 
 
-def write_server_files(export_base: str, batching: signatures.BatchingConfig) -> dict[str, str]:
-    """(Re)writes models.config for every model under ``export_base``, and the other files.
+def _logging_configs(models_config: str) -> dict[str, logging_config_pb2.LoggingConfig]:
+    """Model -> the ``logging_config`` an existing ``models.config`` gives it (request logging
+    a team set up survives the next export's rewrite)."""
+    if not os.path.exists(models_config):
+        return {}
+    config = tf_serving_config.read_models_config(models_config)
+    return {model.name: model.logging_config for model in config.model_config_list.config
+            if model.HasField("logging_config")}
+
+
+def write_server_files(export_base: str, batching: BatchingConfig) -> dict[str, str]:
+    """(Re)writes models.config for every model under ``export_base`` (keeping each model's
+    ``logging_config``), and the other files.
 
     The README's tensorflow_model_server command turns XLA on for CPU hosts when the latest
     version of any model there is compiled with it.
@@ -199,25 +254,20 @@ def write_server_files(export_base: str, batching: signatures.BatchingConfig) ->
         name: os.path.join(export_base, name)
         for name in (MODELS_CONFIG, BATCHING_FILE, MONITORING_FILE, README)
     }
+    logging_configs = _logging_configs(paths[MODELS_CONFIG])
     tf_serving_config.write_models_config(
         paths[MODELS_CONFIG],
         [
             tf_serving_config.ModelEntry(
-                name, os.path.join(export_base, name), tf_serving_config.latest_versions(1)
+                name, os.path.join(export_base, name), tf_serving_config.latest_versions(1),
+                logging=logging_configs.get(name),
             )
             for name in models
         ],
     )
-    # Server-side batching (for --batch_scope=none exports) does not split requests here, so its
-    # file caps requests at the executed batch size: the last allowed size.
-    tf_serving_config.write_batching_parameters(
-        paths[BATCHING_FILE],
-        max_batch_size=batching.max_execution_batch_size,
-        batch_timeout_micros=batching.batch_timeout_micros,
-        max_enqueued_batches=batching.max_enqueued_batches,
-        num_batch_threads=batching.num_batch_threads,
-        allowed_batch_sizes=batching.allowed_batch_sizes,
-    )
+    # Server-side batching (for --batch_scope=none exports) does not split requests, so its file
+    # caps requests at the executed batch size: the last allowed size.
+    write_batching_parameters(paths[BATCHING_FILE], batching.server_side())
     tf_serving_config.write_monitoring_config(paths[MONITORING_FILE])
     server_side = batching.scope == "none"
     xla = any(
@@ -241,7 +291,7 @@ def write_server_files(export_base: str, batching: signatures.BatchingConfig) ->
 
 
 def _readme(
-    models: list[str], command: str, local: str, batching: signatures.BatchingConfig
+    models: list[str], command: str, local: str, batching: BatchingConfig
 ) -> str:
     if batching.scope == "none":
         batching_note = (
@@ -268,40 +318,22 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    defaults = signatures.BatchingConfig()
     flags.DEFINE_string("model_dir", None, "The training job's model dir.")
     flags.DEFINE_string("export_base", None, "TF Serving base directory.")
     flags.DEFINE_string("model_name", "cvr", "Model name (its subdirectory of --export_base).")
     flags.DEFINE_integer("version", None, "Version number; default the next free one.")
-    flags.DEFINE_enum(
-        "batch_scope",
-        defaults.scope,
-        list(signatures.BATCH_SCOPES),
-        "In-graph batching: dense part only, whole model, or none.",
-    )
+    config_flags.define_flags(BatchingConfig)  # --batch_scope, --max_batch_size, ...
     flags.DEFINE_string(
         "batching_parameters_file",
         "",
-        "Read the batching parameters from this BatchingParameters text proto.",
+        "Read the batching parameters from this BatchingParameters text proto instead of the "
+        "flags (fields it leaves out keep the flags' defaults).",
     )
-    flags.DEFINE_integer(
-        "max_batch_size",
-        defaults.max_batch_size,
-        "Largest request accepted, in rows; requests over the last --allowed_batch_sizes are "
-        "split into batches of at most that size.",
-    )
-    flags.DEFINE_integer(
-        "batch_timeout_micros",
-        defaults.batch_timeout_micros,
-        "How long a batch waits for more requests.",
-    )
-    flags.DEFINE_integer("num_batch_threads", defaults.num_batch_threads, "Batches in parallel.")
-    flags.DEFINE_integer("max_enqueued_batches", defaults.max_enqueued_batches, "Queue depth.")
-    flags.DEFINE_list(
-        "allowed_batch_sizes",
-        [str(s) for s in defaults.allowed_batch_sizes],
-        "Padded batch sizes, increasing; the last (at most --max_batch_size) is the largest "
-        "batch that runs. Empty: no padding and no splitting.",
+    flags.DEFINE_string(
+        "warmup_requests",
+        "",
+        "Ship these logged requests (python -m serving.logged_warmup) as the warmup records "
+        "instead of synthetic ones.",
     )
     flags.DEFINE_enum(
         "dense_device",
@@ -325,26 +357,12 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["model_dir", "export_base"])
 
 
-def batching_from_flags() -> signatures.BatchingConfig:
+def batching_from_flags() -> BatchingConfig:
+    """The batching flags, or the ``--batching_parameters_file`` (with ``--batch_scope``)."""
     if FLAGS.batching_parameters_file:
-        params = tf_serving_config.read_batching_parameters(FLAGS.batching_parameters_file)
-        fields = {
-            "max_batch_size": params.max_batch_size,
-            "num_batch_threads": params.num_batch_threads,
-            "max_enqueued_batches": params.max_enqueued_batches,
-            "batch_timeout_micros": params.batch_timeout_micros,
-        }
-        values = {k: v.value for k, v in fields.items() if params.HasField(k)}
-        values["allowed_batch_sizes"] = tuple(params.allowed_batch_sizes)
-        return dataclasses.replace(signatures.BatchingConfig(scope=FLAGS.batch_scope), **values)
-    return signatures.BatchingConfig(
-        scope=FLAGS.batch_scope,
-        max_batch_size=FLAGS.max_batch_size,
-        batch_timeout_micros=FLAGS.batch_timeout_micros,
-        num_batch_threads=FLAGS.num_batch_threads,
-        max_enqueued_batches=FLAGS.max_enqueued_batches,
-        allowed_batch_sizes=tuple(int(s) for s in FLAGS.allowed_batch_sizes),
-    )
+        return read_batching_parameters(FLAGS.batching_parameters_file,
+                                        BatchingConfig(scope=FLAGS.batch_scope))
+    return config_flags.build(BatchingConfig, FLAGS)
 
 
 def main(argv: list[str]) -> None:
@@ -361,6 +379,7 @@ def main(argv: list[str]) -> None:
             FLAGS.dense_device,
             FLAGS.jit_compile_dense,
             FLAGS.dense_precision,
+            FLAGS.warmup_requests,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error

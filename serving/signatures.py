@@ -32,100 +32,44 @@ turns on) did not when measured in process.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 
 from cvr_tf.compat import keras, tf
 from cvr_tf.model import CVRModel
+from serving.batching import BatchingConfig
 
 EMBED_SIGNATURE = "embed"
 DENSE_SIGNATURE = "dense"
 DEFAULT_SIGNATURE = "serving_default"
 EMBEDDINGS = "embeddings"
 PROBABILITIES = "probabilities"
-BATCH_SCOPES = ("dense", "whole", "none")
 DEVICES = {"gpu": "/device:GPU:0", "cpu": "/device:CPU:0", "none": None}
 DENSE_PRECISIONS = ("float32", "bfloat16")
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchingConfig:
-    """In-graph batching parameters, with TF Serving's ``BatchingParameters`` names and meaning.
+def batch_function(batching: BatchingConfig, name: str) -> Callable[[Callable], Callable]:
+    """A decorator batching a function of tensors in the graph (TensorFlow's
+    ``BatchFunction``), with ``batching``'s parameters, its op in the name scope ``name``."""
+    decorator = tf.nondifferentiable_batch_function(
+        num_batch_threads=batching.num_batch_threads,
+        max_batch_size=batching.max_batch_size,
+        batch_timeout_micros=batching.batch_timeout_micros,
+        allowed_batch_sizes=list(batching.allowed_batch_sizes) or None,
+        max_enqueued_batches=batching.max_enqueued_batches,
+        autograph=False,
+        enable_large_batch_splitting=True,
+    )
 
-    ``max_batch_size`` is the largest request accepted, in rows. The last of
-    ``allowed_batch_sizes`` is the largest batch that runs (TF Serving's
-    ``max_execution_batch_size``): a larger request is split into tasks of at most that many
-    rows (``enable_large_batch_splitting``, always on), which are batched, possibly with other
-    requests' tasks, and concatenated back in order. Smaller batches are padded up to the next
-    allowed size. Without ``allowed_batch_sizes`` nothing is padded and nothing is split, so the
-    execution limit is ``max_batch_size`` itself.
+    def wrap(fn: Callable) -> Callable:
+        batched = decorator(fn)
 
-    The same limit holds on every signature: a request of more than ``max_batch_size`` rows is
-    refused with INVALID_ARGUMENT by ``embed``, ``dense`` and ``serving_default`` alike; one
-    that does not fit the queue's remaining capacity (``max_enqueued_batches`` batches) with
-    UNAVAILABLE, so that clients back off.
+        def in_scope(*args: tf.Tensor) -> tf.Tensor:
+            with tf.name_scope(name):
+                return batched(*args)
 
-    Attributes:
-      scope: ``dense`` (decoupled: batch the dense part only), ``whole`` (batch the whole
-        model) or ``none``.
-      max_batch_size: the largest request accepted, in rows.
-      batch_timeout_micros: how long the first request of a batch waits for others.
-      num_batch_threads: batches run in parallel.
-      max_enqueued_batches: queue depth beyond which requests fail with UNAVAILABLE.
-      allowed_batch_sizes: sizes a batch is padded up to, strictly increasing; the last one,
-        at most ``max_batch_size``, is the execution limit. Empty: no padding, no splitting.
-    """
+        return in_scope
 
-    scope: str = "dense"
-    max_batch_size: int = 16384
-    batch_timeout_micros: int = 2000
-    num_batch_threads: int = 2
-    max_enqueued_batches: int = 64
-    allowed_batch_sizes: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
-
-    def __post_init__(self) -> None:
-        if self.scope not in BATCH_SCOPES:
-            raise ValueError(f"batching scope {self.scope!r} unknown; use one of {BATCH_SCOPES}")
-        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        sizes = list(self.allowed_batch_sizes)
-        if sizes and (sizes != sorted(set(sizes)) or sizes[0] < 1
-                      or sizes[-1] > self.max_batch_size):
-            raise ValueError(
-                f"allowed_batch_sizes {sizes} must be positive, increase strictly and end at "
-                f"most at max_batch_size {self.max_batch_size}"
-            )
-        if self.batch_timeout_micros < 0:
-            raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
-
-    @property
-    def max_execution_batch_size(self) -> int:
-        """The largest batch that runs: the last allowed size, else ``max_batch_size``."""
-        return self.allowed_batch_sizes[-1] if self.allowed_batch_sizes else self.max_batch_size
-
-    def batch_function(self, name: str) -> Callable[[Callable], Callable]:
-        """A decorator batching a function of tensors, its op in the name scope ``name``."""
-        decorator = tf.nondifferentiable_batch_function(
-            num_batch_threads=self.num_batch_threads,
-            max_batch_size=self.max_batch_size,
-            batch_timeout_micros=self.batch_timeout_micros,
-            allowed_batch_sizes=list(self.allowed_batch_sizes) or None,
-            max_enqueued_batches=self.max_enqueued_batches,
-            autograph=False,
-            enable_large_batch_splitting=True,
-        )
-
-        def wrap(fn: Callable) -> Callable:
-            batched = decorator(fn)
-
-            def in_scope(*args: tf.Tensor) -> tf.Tensor:
-                with tf.name_scope(name):
-                    return batched(*args)
-
-            return in_scope
-
-        return wrap
+    return wrap
 
 
 def bfloat16_dense_part(model: CVRModel) -> keras.Model:
@@ -210,11 +154,11 @@ class ServingModule(tf.Module):
             dense = tf.function(dense, jit_compile=True, autograph=False)
 
         if batching.scope == "dense":
-            self._run_dense = batching.batch_function("dense_batch")(dense)
+            self._run_dense = batch_function(batching, "dense_batch")(dense)
         else:
             self._run_dense = dense
         if batching.scope == "whole":
-            whole = batching.batch_function("whole_model_batch")(
+            whole = batch_function(batching, "whole_model_batch")(
                 lambda *columns: dense(self._embed(dict(zip(self._columns, columns, strict=True))))
             )
             self._run_whole = lambda features: whole(*(features[c] for c in self._columns))

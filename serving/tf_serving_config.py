@@ -5,8 +5,6 @@ writes them (the exporter calls the writers), reads and validates them (the loca
 readers), and returns the ``tensorflow_model_server`` command line that serves them::
 
     write_models_config("models.config", [ModelEntry("cvr", "/models/cvr", latest_versions(2))])
-    write_batching_parameters("batching_parameters.txt", max_batch_size=128,
-                              batch_timeout_micros=2000, num_batch_threads=2)
     write_monitoring_config("monitoring.config")
     print(model_server_command("models.config", batching_parameters_file="batching_parameters.txt",
                                monitoring_config_file="monitoring.config"))
@@ -16,7 +14,8 @@ ship ``BatchingParameters``
 (``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``) nor ``MonitoringConfig``
 (``tensorflow_serving/config/monitoring_config.proto``), so both are declared here with TF
 Serving's package, message names and field numbers, in a private descriptor pool: the text files
-are interchangeable with the real server's.
+are interchangeable with the real server's. ``batching_parameters.txt`` is read and written as a
+:class:`serving.batching.BatchingConfig` by :mod:`serving.batching`.
 """
 
 from __future__ import annotations
@@ -35,7 +34,11 @@ from google.protobuf import (
     wrappers_pb2,
 )
 from google.protobuf.message import Message
-from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
+from tensorflow_serving.config import (
+    file_system_storage_path_source_pb2,
+    logging_config_pb2,
+    model_server_config_pb2,
+)
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ServableVersionPolicy = (
@@ -133,12 +136,14 @@ class ModelEntry(NamedTuple):
         policy: Which versions to serve (:func:`latest_versions`, :func:`specific_versions`,
             :func:`all_versions`); ``None`` serves the latest version only.
         version_labels: Optional label -> version, e.g. ``{"stable": 1, "canary": 2}``.
+        logging: Optional ``logging_config`` (request logging, :mod:`serving.request_log`).
     """
 
     name: str
     base_path: str
     policy: ServableVersionPolicy | None = None
     version_labels: Mapping[str, int] | None = None
+    logging: logging_config_pb2.LoggingConfig | None = None
 
 
 def latest_versions(num_versions: int = 1) -> ServableVersionPolicy:
@@ -215,8 +220,8 @@ def models_config(models: Iterable[ModelEntry | tuple]) -> ModelServerConfig:
     """Builds a validated ``ModelServerConfig`` from model entries.
 
     Args:
-        models: :class:`ModelEntry` values or ``(name, base_path[, policy[, version_labels]])``
-            tuples.
+        models: :class:`ModelEntry` values or ``(name, base_path[, policy[, version_labels[,
+            logging]]])`` tuples.
 
     Returns:
         The config, with ``model_platform: "tensorflow"`` on every model.
@@ -231,6 +236,8 @@ def models_config(models: Iterable[ModelEntry | tuple]) -> ModelServerConfig:
             model.model_version_policy.CopyFrom(entry.policy)
         for label, version in (entry.version_labels or {}).items():
             model.version_labels[label] = version
+        if entry.logging is not None:
+            model.logging_config.CopyFrom(entry.logging)
     validate_models_config(config)
     return config
 
@@ -240,12 +247,14 @@ def single_model_config(name: str, base_path: str | os.PathLike) -> ModelServerC
     return models_config([ModelEntry(name, os.fspath(base_path))])
 
 
-def _write_text(path: str | os.PathLike, message: Message) -> None:
+def write_text_proto(path: str | os.PathLike, message: Message) -> None:
+    """Writes ``message`` as a text proto file, as TF Serving's config files are."""
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text_format.MessageToString(message))
 
 
-def _read_text(path: str | os.PathLike, message: Message) -> Message:
+def read_text_proto(path: str | os.PathLike, message: Message) -> Message:
+    """Parses a text proto file into ``message``; ValueError names the file and the message."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     try:
@@ -270,96 +279,15 @@ def write_models_config(
         The config written.
     """
     config = models_config(models)
-    _write_text(path, config)
+    write_text_proto(path, config)
     return config
 
 
 def read_models_config(path: str | os.PathLike) -> ModelServerConfig:
     """Reads and validates a ``models.config`` text proto."""
-    config = _read_text(path, ModelServerConfig())
+    config = read_text_proto(path, ModelServerConfig())
     validate_models_config(config)
     return config
-
-
-def validate_batching_parameters(params: Message) -> None:
-    """Checks ``BatchingParameters`` as TF Serving does when it creates the batch scheduler.
-
-    Raises:
-        ValueError: naming the offending field and value.
-    """
-    for field in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
-        if params.HasField(field) and getattr(params, field).value < 1:
-            raise ValueError(f"{field}={getattr(params, field).value} must be >= 1")
-    if params.HasField("batch_timeout_micros") and params.batch_timeout_micros.value < 0:
-        raise ValueError(f"batch_timeout_micros={params.batch_timeout_micros.value} must be >= 0")
-    sizes = list(params.allowed_batch_sizes)
-    if sizes:
-        if sizes != sorted(set(sizes)) or sizes[0] < 1:
-            raise ValueError(
-                f"allowed_batch_sizes={sizes} must be positive and strictly increasing"
-            )
-        if not params.HasField("max_batch_size") or sizes[-1] != params.max_batch_size.value:
-            raise ValueError(
-                f"the last entry of allowed_batch_sizes={sizes} must equal max_batch_size "
-                f"({params.max_batch_size.value if params.HasField('max_batch_size') else 'unset'})"
-            )
-
-
-def batching_parameters(
-    max_batch_size: int,
-    batch_timeout_micros: int,
-    max_enqueued_batches: int = 10,
-    num_batch_threads: int | None = None,
-    allowed_batch_sizes: Iterable[int] = (),
-    pad_variable_length_inputs: bool = False,
-) -> Message:
-    """Builds validated ``BatchingParameters`` (server-side batching, ``--enable_batching``).
-
-    Args:
-        max_batch_size: Largest merged batch, and largest single request accepted.
-        batch_timeout_micros: How long the first request of a batch may wait for others.
-        max_enqueued_batches: Queue depth (in batches) beyond which requests get ``UNAVAILABLE``.
-        num_batch_threads: Batches run in parallel; ``None`` keeps TF Serving's default (all
-            cores).
-        allowed_batch_sizes: Sizes a merged batch is padded up to; the last must equal
-            ``max_batch_size``.
-        pad_variable_length_inputs: Pad inputs whose non-batch dimensions differ across requests.
-
-    Returns:
-        A ``tensorflow.serving.BatchingParameters`` message.
-    """
-    params = BatchingParameters()
-    params.max_batch_size.value = max_batch_size
-    params.batch_timeout_micros.value = batch_timeout_micros
-    params.max_enqueued_batches.value = max_enqueued_batches
-    if num_batch_threads is not None:
-        params.num_batch_threads.value = num_batch_threads
-    params.allowed_batch_sizes.extend(allowed_batch_sizes)
-    params.pad_variable_length_inputs = pad_variable_length_inputs
-    validate_batching_parameters(params)
-    return params
-
-
-def write_batching_parameters(path: str | os.PathLike, **kwargs) -> Message:
-    """Writes ``batching_parameters.txt`` for ``--batching_parameters_file``.
-
-    Args:
-        path: Where to write.
-        **kwargs: The arguments of :func:`batching_parameters`.
-
-    Returns:
-        The parameters written.
-    """
-    params = batching_parameters(**kwargs)
-    _write_text(path, params)
-    return params
-
-
-def read_batching_parameters(path: str | os.PathLike) -> Message:
-    """Reads and validates a ``batching_parameters.txt`` text proto."""
-    params = _read_text(path, BatchingParameters())
-    validate_batching_parameters(params)
-    return params
 
 
 def write_monitoring_config(
@@ -379,13 +307,13 @@ def write_monitoring_config(
     config = MonitoringConfig()
     config.prometheus_config.enable = True
     config.prometheus_config.path = metrics_path
-    _write_text(path, config)
+    write_text_proto(path, config)
     return config
 
 
 def read_monitoring_config(path: str | os.PathLike) -> Message:
     """Reads a ``monitoring.config`` text proto."""
-    return _read_text(path, MonitoringConfig())
+    return read_text_proto(path, MonitoringConfig())
 
 
 def model_server_command(

@@ -1,12 +1,14 @@
-"""Warmup requests (``assets.extra/tf_serving_warmup_requests``): writing, replaying, and the
-synthetic request rows they are made of.
+"""Warmup requests (``assets.extra/tf_serving_warmup_requests``): writing and reading them, and
+the synthetic request rows they are made of.
 
 TF Serving replays the PredictionLog records of the warmup file when it loads a version, before
 the version takes traffic, so that the first real requests do not pay for graph optimization,
 lazy table initialization or batch-size-specific kernels. The exporter writes one Predict
 request per signature and batch size (every allowed batch size of the in-graph batching, since
-padded batches run at those sizes); the local server replays them with :func:`warm_up`, as
-tensorflow_model_server does (at most :data:`MAX_WARMUP_RECORDS`, Predict/Classify/Regress).
+padded batches run at those sizes); the local server replays them
+(:mod:`serving.server.warmup_replay`), as tensorflow_model_server does (at most
+:data:`MAX_WARMUP_RECORDS`, Predict/Classify/Regress). This module is on the export side: it
+imports nothing of the server.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from cvr_tf.compat import tf
 from cvr_tf.features import FeatureSpec
-from serving import inference
-from serving.servable import Servable
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -65,16 +65,20 @@ def write_warmup_requests(
     requests: Iterable[tuple[str, Mapping[str, np.ndarray]]],
 ) -> str:
     """Writes ``(signature, inputs)`` pairs as PredictionLog records; returns the file path."""
+    return write_warmup_logs(saved_model_dir, (
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=predict_request(model_name, signature, inputs)))
+        for signature, inputs in requests))
+
+
+def write_warmup_logs(saved_model_dir: str | os.PathLike,
+                      logs: Iterable[prediction_log_pb2.PredictionLog]) -> str:
+    """Writes PredictionLog records as the SavedModel's warmup file; returns its path."""
     directory = os.path.join(os.fspath(saved_model_dir), WARMUP_DIR)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
-        for signature, inputs in requests:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=predict_request(model_name, signature, inputs)
-                )
-            )
+        for log in logs:
             writer.write(log.SerializeToString())
     return path
 
@@ -96,28 +100,3 @@ def read_warmup_logs(version_dir: str | os.PathLike) -> Iterator[prediction_log_
                 "TF Serving's limit; write fewer"
             )
         yield prediction_log_pb2.PredictionLog.FromString(record.numpy())
-
-
-def warm_up(servable: Servable) -> int:
-    """Replays the version's warmup records against it; returns how many ran.
-
-    Raises:
-      ValueError: a record is not a Predict, Classify or Regress log, or there are more than
-        :data:`MAX_WARMUP_RECORDS`.
-      ServingError: a warmup request failed.
-    """
-    count = 0
-    for count, log in enumerate(read_warmup_logs(servable.path), start=1):
-        kind = log.WhichOneof("log_type")
-        if kind == "predict_log":
-            inference.predict(servable, log.predict_log.request)
-        elif kind == "classify_log":
-            inference.classify(servable, log.classify_log.request)
-        elif kind == "regress_log":
-            inference.regress(servable, log.regress_log.request)
-        else:
-            raise ValueError(
-                f"{servable.path}: warmup record {count} is a {kind}; only predict, "
-                "classify and regress logs are supported"
-            )
-    return count

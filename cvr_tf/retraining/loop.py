@@ -47,7 +47,8 @@ from cvr_tf.retraining import blessing, holdout, slices
 from cvr_tf.retraining import report as report_lib
 from cvr_tf.retraining.config import RetrainConfig
 from pipelines.span_pipeline import build_spans
-from serving import export, signatures, tf_serving_config
+from serving import export, tf_serving_config
+from serving.batching import BATCH_SCOPES, BatchingConfig
 
 MODELS_DIR = "models"
 LOCK_FILE = ".retrain.lock"
@@ -121,9 +122,9 @@ def _check(config: RetrainConfig) -> None:
         tf_serving_config.validate_model_name(config.model_name)
     except ValueError as error:
         raise RetrainError(str(error)) from error
-    if config.batch_scope not in signatures.BATCH_SCOPES:
+    if config.batch_scope not in BATCH_SCOPES:
         raise RetrainError(f"--batch_scope={config.batch_scope!r} is not one of "
-                           f"{', '.join(signatures.BATCH_SCOPES)}")
+                           f"{', '.join(BATCH_SCOPES)}")
     if not os.path.isdir(config.logs):
         raise RetrainError(f"--logs={config.logs} is not a directory")
 
@@ -257,7 +258,7 @@ def _export(config: RetrainConfig) -> int:
         logging.info("Version %d was exported from %s by an earlier run.", version, model_dir)
         return version
     path = export.export_model(model_dir, config.export_base, config.model_name,
-                               batching=signatures.BatchingConfig(scope=config.batch_scope))
+                               batching=BatchingConfig(scope=config.batch_scope))
     return int(os.path.basename(path))
 
 

@@ -17,7 +17,8 @@ from experiments.serving_exports import (
     request_features,
     synthetic_vocabularies,
 )
-from serving import export, signatures
+from serving import export
+from serving.batching import BatchingConfig
 
 
 def _point(model, qps, per_s, p99, errors=None, requests=None, window=5.0):
@@ -144,7 +145,7 @@ def test_requests_share_their_user_and_query():
 
 @pytest.fixture(scope="module")
 def tiny_exports(tmp_path_factory):
-    batching = signatures.BatchingConfig(max_batch_size=400, batch_timeout_micros=0,
+    batching = BatchingConfig(max_batch_size=400, batch_timeout_micros=0,
                                          num_batch_threads=1, allowed_batch_sizes=())
     variants = [v for v in bench.VARIANTS if v.name in (bench.BATCHED, bench.UNBATCHED)]
     workdir = str(tmp_path_factory.mktemp("bench"))

@@ -1,5 +1,6 @@
 """Server-side batching (``--enable_batching``) and in-graph batching (``BatchFunction``)."""
 
+import dataclasses
 import os
 import threading
 import time
@@ -10,10 +11,11 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from cvr_tf.compat import tf
+from serving.batching import TF_SERVING_DEFAULTS
 from serving.errors import ServingError
 from serving.limits import ServerLimits
 from serving.server import start_server
-from serving.server_batching import BatchingOptions, BatchScheduler, BatchStats
+from serving.server.batch_scheduler import BatchScheduler, BatchStats
 from serving.tensors import to_ndarray
 from serving.tf_serving_config import single_model_config
 from tests.serving.conftest import DENSE_MAX_BATCH, candidates, install_version, predict_request
@@ -46,7 +48,8 @@ def _concurrently(count, function):
 
 @pytest.fixture
 def batching_server(cvr_base):
-    options = BatchingOptions(
+    options = dataclasses.replace(
+        TF_SERVING_DEFAULTS,
         max_batch_size=32,
         batch_timeout_micros=200_000,
         max_enqueued_batches=4,
@@ -94,7 +97,8 @@ def test_deadline_passing_in_the_batching_queue_is_deadline_exceeded(batching_se
 
 
 def test_full_queue_is_unavailable(cvr_base):
-    options = BatchingOptions(
+    options = dataclasses.replace(
+        TF_SERVING_DEFAULTS,
         max_batch_size=4,
         batch_timeout_micros=1_000_000,
         max_enqueued_batches=1,
@@ -119,7 +123,7 @@ def test_server_batching_refuses_a_model_with_in_graph_batching(tmp_path, saved_
     base = str(tmp_path / "cvr")
     install_version(saved_models["batched"], base, 1)
     with pytest.raises(ServingError, match="BatchFunction ops.*would batch twice") as raised:
-        start_server(single_model_config("cvr", base), batching=BatchingOptions())
+        start_server(single_model_config("cvr", base), batching=TF_SERVING_DEFAULTS)
     assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -153,7 +157,8 @@ def test_variable_length_inputs_are_padded_with_the_first_element():
         seen.append({name: array.copy() for name, array in inputs.items()})
         return {"rows": inputs["tokens"].sum(axis=1)}
 
-    options = BatchingOptions(
+    options = dataclasses.replace(
+        TF_SERVING_DEFAULTS,
         max_batch_size=8,
         batch_timeout_micros=300_000,
         num_batch_threads=1,

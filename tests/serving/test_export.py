@@ -14,11 +14,13 @@ from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import keras, tf
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig, build_model
-from serving import export, signatures, tf_serving_config, warmup
+from serving import export, tf_serving_config, warmup
+from serving.batching import BatchingConfig, read_batching_parameters
+from serving.logged_warmup import warmup_records, write_warmup_file
 
 SPEC = default_spec()
 VOCABS = {t: [f"tok{i}" for i in range(30)] for t in SPEC.vocabulary_tables()}
-SMALL_BATCHING = signatures.BatchingConfig(
+SMALL_BATCHING = BatchingConfig(
     max_batch_size=200, allowed_batch_sizes=(16, 64), batch_timeout_micros=100
 )
 
@@ -78,7 +80,7 @@ def test_signatures_equal_the_keras_model(trained_dir, tmp_path, scope):
 
 @pytest.mark.parametrize("scope", ["dense", "whole"])
 def test_every_signature_refuses_requests_over_max_batch_size(trained_dir, tmp_path, scope):
-    batching = signatures.BatchingConfig(**{**SMALL_BATCHING.__dict__, "scope": scope})
+    batching = BatchingConfig(**{**SMALL_BATCHING.__dict__, "scope": scope})
     loaded = tf.saved_model.load(export.export_model(trained_dir, str(tmp_path), "cvr",
                                                      batching=batching))
     too_many = {c: tf.constant(v) for c, v in _features(201).items()}
@@ -252,10 +254,8 @@ def test_server_files_and_versions(exported, trained_dir):
     assert [(m.name, m.base_path) for m in config.model_config_list.config] == [
         ("cvr", os.path.join(base, "cvr"))
     ]
-    params = tf_serving_config.read_batching_parameters(
-        os.path.join(base, "batching_parameters.txt")
-    )
-    assert params.max_batch_size.value == 64
+    params = read_batching_parameters(os.path.join(base, "batching_parameters.txt"))
+    assert (params.max_batch_size, params.allowed_batch_sizes) == (64, (16, 64))
     readme = open(os.path.join(base, "README.md")).read()
     assert "tensorflow_model_server --port=8500" in readme
     assert "--enable_batching=true" not in readme  # in-graph batching: never batch twice
@@ -282,3 +282,37 @@ def test_each_version_records_its_model_dir_and_dead_staging_is_removed(exported
     os.rmdir(os.path.join(running, "variables"))
     os.rmdir(running)
     assert export.remove_stale_staging(os.path.join(model_base, "absent")) == []
+
+
+def test_rewriting_models_config_keeps_request_logging(trained_dir, tmp_path):
+    base = str(tmp_path)
+    export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING)
+    path = os.path.join(base, "models.config")
+    config = tf_serving_config.read_models_config(path)
+    logging_config = config.model_config_list.config[0].logging_config
+    logging_config.log_collector_config.filename_prefix = "/logs/cvr/requests"
+    logging_config.sampling_config.sampling_rate = 0.05
+    tf_serving_config.write_text_proto(path, config)
+    export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING)
+    [model] = tf_serving_config.read_models_config(path).model_config_list.config
+    assert model.logging_config == logging_config
+
+
+def test_logged_requests_ship_as_the_warmup_records(trained_dir, exported, tmp_path):
+    served = list(warmup.read_warmup_logs(exported))  # requests the model answers
+    logged = str(tmp_path / "logged")
+    write_warmup_file(warmup_records(served[:2], "other-name"), logged)
+    version = export.export_model(trained_dir, str(tmp_path / "base"), "cvr",
+                                  batching=SMALL_BATCHING, warmup_requests=logged)
+    shipped = list(warmup.read_warmup_logs(version))
+    assert [log.predict_log.request for log in shipped] == [
+        log.predict_log.request for log in served[:2]]  # named "cvr" again
+
+    wrong = prediction_log_pb2.PredictionLog()
+    wrong.predict_log.request.CopyFrom(served[0].predict_log.request)
+    del wrong.predict_log.request.inputs["item_id"]
+    write_warmup_file([wrong], logged)
+    with pytest.raises(ValueError, match=r"record 1 sends inputs .* takes"):
+        export.export_model(trained_dir, str(tmp_path / "base"), "cvr",
+                            batching=SMALL_BATCHING, warmup_requests=logged)
+    assert sorted(os.listdir(tmp_path / "base" / "cvr")) == ["1"]  # no staging left behind

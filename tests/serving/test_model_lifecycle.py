@@ -15,8 +15,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import metrics
-from serving.server import start_server
+from serving.server import metrics, start_server
 from serving.tf_serving_config import ModelEntry, models_config
 from tests.serving.conftest import candidates, install_version, predict_request
 

@@ -9,10 +9,9 @@ import pytest
 from tensorflow_serving.apis import model_pb2, prediction_service_pb2_grpc
 
 from cvr_tf.compat import tf
-from serving import metrics
 from serving.client import PredictionClient
 from serving.limits import ServerLimits
-from serving.server import start_server
+from serving.server import metrics, start_server
 from serving.tf_serving_config import single_model_config
 from tests.serving.conftest import candidates, install_version, predict_request
 

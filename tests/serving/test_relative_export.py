@@ -12,7 +12,8 @@ from cvr_tf.compat import keras, tf
 from cvr_tf.features import spec_from_dict
 from cvr_tf.model import ModelConfig, build_model
 from pipelines.chunks import ImpressionProcessor
-from serving import export, signatures, warmup
+from serving import export, warmup
+from serving.batching import BatchingConfig
 
 MEAN, STD = 3.0, 2.0
 SPEC = spec_from_dict({"features": [
@@ -39,7 +40,7 @@ def exported(tmp_path_factory) -> str:
     tf.train.CheckpointManager(model_dir_lib.checkpoint(model),
                                os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR), 1).save(1)
     # Whole-model batching, executing at most 4 rows: a 10-row call is split into tasks.
-    batching = signatures.BatchingConfig(scope="whole", max_batch_size=128,
+    batching = BatchingConfig(scope="whole", max_batch_size=128,
                                          allowed_batch_sizes=(4,), batch_timeout_micros=100)
     return export.export_model(model_dir, str(tmp_path_factory.mktemp("export")), "cvr",
                                batching=batching)

@@ -1,5 +1,6 @@
 """``python -m serving.server`` as a process: TF Serving's flags, and graceful SIGTERM."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -8,16 +9,16 @@ import time
 import grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving.batching import TF_SERVING_DEFAULTS, write_batching_parameters
 from serving.tensors import to_ndarray
-from serving.tf_serving_config import write_batching_parameters
 from tests.serving.conftest import REPO, candidates, free_port, predict_request
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_zero(tmp_path, cvr_base):
     batching_file = tmp_path / "batching_parameters.txt"
-    write_batching_parameters(
-        batching_file, max_batch_size=32, batch_timeout_micros=1_500_000, num_batch_threads=1
-    )
+    write_batching_parameters(batching_file, dataclasses.replace(
+        TF_SERVING_DEFAULTS, max_batch_size=32, batch_timeout_micros=1_500_000,
+        num_batch_threads=1))
     port = free_port()
     with open(tmp_path / "server.log", "w") as log:
         process = subprocess.Popen(

@@ -5,8 +5,7 @@ import shlex
 import pytest
 
 from serving import tf_serving_config as config
-from serving.model_manager import select_versions
-from serving.server_batching import BatchingOptions
+from serving.server.model_manager import select_versions
 
 
 def test_models_config_text_and_round_trip(tmp_path):
@@ -26,66 +25,6 @@ def test_models_config_text_and_round_trip(tmp_path):
     assert "specific {\n        versions: 1\n        versions: 3\n      }" in text
     assert text.count('model_platform: "tensorflow"') == 3
     assert config.read_models_config(path) == written
-
-
-def test_batching_parameters_text_and_round_trip(tmp_path):
-    path = tmp_path / "batching_parameters.txt"
-    written = config.write_batching_parameters(
-        path,
-        max_batch_size=128,
-        batch_timeout_micros=2000,
-        max_enqueued_batches=50,
-        num_batch_threads=2,
-        allowed_batch_sizes=[32, 64, 128],
-        pad_variable_length_inputs=True,
-    )
-    assert path.read_text() == (
-        "max_batch_size {\n  value: 128\n}\n"
-        "batch_timeout_micros {\n  value: 2000\n}\n"
-        "max_enqueued_batches {\n  value: 50\n}\n"
-        "num_batch_threads {\n  value: 2\n}\n"
-        "allowed_batch_sizes: 32\nallowed_batch_sizes: 64\nallowed_batch_sizes: 128\n"
-        "pad_variable_length_inputs: true\n"
-    )
-    read = config.read_batching_parameters(path)
-    assert read == written
-    assert BatchingOptions.from_proto(read) == BatchingOptions(
-        max_batch_size=128,
-        batch_timeout_micros=2000,
-        max_enqueued_batches=50,
-        num_batch_threads=2,
-        allowed_batch_sizes=(32, 64, 128),
-        pad_variable_length_inputs=True,
-    )
-
-
-def test_batching_parameters_from_tf_serving_text_uses_defaults(tmp_path):
-    path = tmp_path / "batching_parameters.txt"
-    path.write_text("max_batch_size { value: 8 }\n")
-    options = BatchingOptions.from_proto(config.read_batching_parameters(path))
-    assert (options.max_batch_size, options.batch_timeout_micros) == (8, 0)
-    assert options.max_enqueued_batches == 10
-    assert options.padded_size(5) == 5
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"max_batch_size": 0, "batch_timeout_micros": 0}, "max_batch_size=0 must be >= 1"),
-        ({"max_batch_size": 8, "batch_timeout_micros": -1}, "batch_timeout_micros=-1"),
-        (
-            {"max_batch_size": 8, "batch_timeout_micros": 0, "allowed_batch_sizes": [4, 6]},
-            "must equal max_batch_size",
-        ),
-        (
-            {"max_batch_size": 8, "batch_timeout_micros": 0, "allowed_batch_sizes": [4, 2, 8]},
-            "strictly increasing",
-        ),
-    ],
-)
-def test_invalid_batching_parameters_name_the_field(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        config.write_batching_parameters(tmp_path / "b.txt", **kwargs)
 
 
 def test_monitoring_config_round_trip(tmp_path):

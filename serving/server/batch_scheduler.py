@@ -1,9 +1,10 @@
 """Server-side batching (``--enable_batching``): merge concurrent requests, run once, split.
 
-This is TF Serving's shared batch scheduler in miniature. Each (model, version, signature) has a
-:class:`BatchQueue`; one pool of ``num_batch_threads`` threads serves every queue. A request
-becomes a task appended to the queue's newest open batch when it fits (the merged size stays
-``<= max_batch_size`` and the inputs' non-batch dimensions agree, unless
+This is TF Serving's shared batch scheduler in miniature, configured by a
+:class:`~serving.batching.BatchingConfig` (``TF_SERVING_DEFAULTS`` without a file). Each (model,
+version, signature) has a :class:`BatchQueue`; one pool of ``num_batch_threads`` threads serves
+every queue. A request becomes a task appended to the queue's newest open batch when it fits
+(the merged size stays ``<= max_batch_size`` and the inputs' non-batch dimensions agree, unless
 ``pad_variable_length_inputs``), otherwise it opens a new batch. A batch runs when it is full,
 when a newer batch was opened behind it, or ``batch_timeout_micros`` after its first task
 arrived. Running a batch concatenates every input along dimension 0, pads the batch up to the
@@ -18,69 +19,18 @@ already holding ``max_enqueued_batches`` batches answers ``UNAVAILABLE`` (retry 
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from google.protobuf.message import Message
 
+from serving.batching import BatchingConfig
 from serving.errors import ServingError
-from serving.tf_serving_config import validate_batching_parameters
 
 RunFunction = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class BatchingOptions:
-    """Batching parameters, with TF Serving's defaults for fields a config leaves out.
-
-    Attributes:
-        max_batch_size: Largest merged batch; also the largest request accepted.
-        batch_timeout_micros: Longest wait of a batch's first task for others to join.
-        max_enqueued_batches: Batches a queue may hold before refusing with ``UNAVAILABLE``.
-        num_batch_threads: Batches run in parallel, over all queues.
-        allowed_batch_sizes: Increasing sizes a merged batch is padded up to (last = max).
-        pad_variable_length_inputs: Pad non-batch dimensions that differ across requests.
-    """
-
-    max_batch_size: int = 1000
-    batch_timeout_micros: int = 0
-    max_enqueued_batches: int = 10
-    num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool = False
-
-    @classmethod
-    def from_proto(cls, params: Message) -> BatchingOptions:
-        """Builds options from a ``tensorflow.serving.BatchingParameters`` message.
-
-        Raises:
-            ValueError: naming the offending field (see ``validate_batching_parameters``).
-        """
-        validate_batching_parameters(params)
-        values = {
-            name: getattr(params, name).value
-            for name in (
-                "max_batch_size",
-                "batch_timeout_micros",
-                "max_enqueued_batches",
-                "num_batch_threads",
-            )
-            if params.HasField(name)
-        }
-        return cls(
-            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
-            pad_variable_length_inputs=params.pad_variable_length_inputs,
-            **values,
-        )
-
-    def padded_size(self, size: int) -> int:
-        """The size a merged batch of ``size`` rows is padded to."""
-        return next((allowed for allowed in self.allowed_batch_sizes if allowed >= size), size)
 
 
 @dataclass(frozen=True)
@@ -158,7 +108,7 @@ def _pad_to(array: np.ndarray, trailing: tuple[int, ...]) -> np.ndarray:
     return padded
 
 
-def _merge(tasks: list[_Task], options: BatchingOptions) -> tuple[dict[str, np.ndarray], int]:
+def _merge(tasks: list[_Task], options: BatchingConfig) -> tuple[dict[str, np.ndarray], int]:
     """Concatenates the tasks' inputs and pads the batch to an allowed size."""
     total = sum(task.size for task in tasks)
     target = options.padded_size(total)
@@ -184,10 +134,12 @@ def _merge(tasks: list[_Task], options: BatchingOptions) -> tuple[dict[str, np.n
 class BatchQueue:
     """The batching queue of one (model, version, signature); created by the scheduler."""
 
-    def __init__(self, scheduler: BatchScheduler, run: RunFunction, name: str) -> None:
+    def __init__(self, scheduler: BatchScheduler, run: RunFunction, name: str,
+                 observe: Callable[[int], None] | None = None) -> None:
         self.name = name
         self._scheduler = scheduler
         self._run = run
+        self._observe = observe
         self.batches: collections.deque[_Batch] = collections.deque()
 
     def submit(
@@ -236,7 +188,10 @@ class BatchQueue:
             if not tasks:
                 return
             merged, padded = _merge(tasks, self._scheduler.options)
-            self._scheduler.count(len(tasks), sum(task.size for task in tasks), padded)
+            rows = sum(task.size for task in tasks)
+            self._scheduler.count(len(tasks), rows, padded)
+            if self._observe is not None:
+                self._observe(rows)
             outputs = self._run(merged)
             for name, output in outputs.items():
                 if output.ndim == 0 or output.shape[0] != padded:
@@ -266,10 +221,15 @@ class BatchScheduler:
     """A pool of batch threads shared by every :class:`BatchQueue`.
 
     Args:
-        options: The batching parameters.
+        options: The batching parameters (``scope`` is ignored).
+
+    Raises:
+        ValueError: parameters the server cannot batch with
+            (:meth:`~serving.batching.BatchingConfig.check_server_side`).
     """
 
-    def __init__(self, options: BatchingOptions) -> None:
+    def __init__(self, options: BatchingConfig) -> None:
+        options.check_server_side()
         self.options = options
         self._timeout_s = options.batch_timeout_micros / 1e6
         self._condition = threading.Condition()
@@ -300,9 +260,11 @@ class BatchScheduler:
                 stats.padded_rows + padded_rows,
             )
 
-    def add_queue(self, run: RunFunction, name: str) -> BatchQueue:
-        """Creates the queue whose batches run through ``run`` (merged inputs -> outputs)."""
-        queue = BatchQueue(self, run, name)
+    def add_queue(self, run: RunFunction, name: str,
+                  observe: Callable[[int], None] | None = None) -> BatchQueue:
+        """Creates the queue whose batches run through ``run`` (merged inputs -> outputs);
+        ``observe`` is told the rows of every batch it runs (before padding)."""
+        queue = BatchQueue(self, run, name, observe)
         with self._condition:
             self._queues.append(queue)
         return queue

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 import grpc
 import numpy as np
+from tensorflow_serving.apis import predict_pb2
 
 from cvr_tf.compat import tf
-from serving import inference
 from serving.errors import ServingError
 from serving.limits import ServerLimits
-from serving.servable import Servable
-from serving.tensors import InputSpec
+from serving.request_log import RequestLogger
+from serving.server import inference
+from serving.server.servable import Servable
+from serving.tensors import InputSpec, fill_tensor_proto
 
 
 def invalid(message: str) -> ServingError:
@@ -171,14 +174,36 @@ def _columns(body: dict, specs: dict[str, InputSpec]) -> tuple[dict, bool]:
     return {next(iter(specs)): rows}, True
 
 
+def _as_protos(servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+               outputs: dict[str, np.ndarray]
+               ) -> tuple[predict_pb2.PredictRequest, predict_pb2.PredictResponse]:
+    """A REST call as the gRPC request and response it stands for (for the request log)."""
+    request, response = predict_pb2.PredictRequest(), predict_pb2.PredictResponse()
+    request.model_spec.name = response.model_spec.name = servable.model_name
+    request.model_spec.signature_name = response.model_spec.signature_name = signature
+    response.model_spec.version.value = servable.version
+    for target, arrays in ((request.inputs, inputs), (response.outputs, outputs)):
+        for name, array in arrays.items():
+            fill_tensor_proto(target[name], array)
+    return request, response
+
+
 def predict_json(
-    servable: Servable, body: dict, limits: ServerLimits, deadline: float | None = None
+    servable: Servable,
+    body: dict,
+    limits: ServerLimits,
+    deadline: float | None = None,
+    logger: RequestLogger | None = None,
 ) -> dict:
     """Answers a REST predict body (row or columnar format) with TF Serving's JSON.
+
+    With a ``logger`` (the model's ``logging_config``), a sampled request is logged as the
+    ``PredictRequest``/``PredictResponse`` gRPC would have carried.
 
     Raises:
         ServingError: as gRPC Predict would, or ``INVALID_ARGUMENT`` for a malformed body.
     """
+    started = time.perf_counter()
     signature = body.get("signature_name", inference.DEFAULT_SIGNATURE)
     if not isinstance(signature, str):
         raise invalid(f'"signature_name" must be a string; got {_json_kind(signature)}')
@@ -188,7 +213,11 @@ def predict_json(
         str(name): to_array(str(name), values, runner.specs.get(name), limits)
         for name, values in columns.items()
     }
-    outputs = {name: to_json(array) for name, array in runner.run(inputs, (), deadline).items()}
+    arrays = runner.run(inputs, (), deadline)
+    if logger is not None and logger.sampled():
+        logger.log_predict(*_as_protos(servable, runner.name, inputs, arrays))
+    outputs = {name: to_json(array) for name, array in arrays.items()}
+    servable.observe_request(runner.name, time.perf_counter() - started)
     if not rows:
         return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
     if len(outputs) == 1:

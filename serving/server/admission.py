@@ -11,7 +11,7 @@ Every request, gRPC or REST, passes one :class:`RequestGate` before any work sta
    (before it runs, or while it waits for a slot) is refused with ``DEADLINE_EXCEEDED``: it would
    time out anyway, after taking a slot. ``s`` is an exponentially weighted mean of served
    requests' times, ``s <- (1 - a) s + a t`` with ``a = 0.1``;
-4. the answer's status and latency go to :class:`~serving.metrics.ServingMetrics`.
+4. the answer's status and latency go to :class:`~serving.server.metrics.ServingMetrics`.
 
 The in-graph ``BatchFunction`` queue bounds itself: past its ``max_enqueued_batches`` TensorFlow
 raises ``UNAVAILABLE``, which :func:`serving.errors.from_tf_error` keeps.
@@ -27,11 +27,11 @@ from collections.abc import Iterator
 import grpc
 from tensorflow_serving.apis import model_pb2
 
-from serving import metrics
 from serving.errors import ServingError
 from serving.limits import ServerLimits
-from serving.model_manager import ModelManager
-from serving.servable import Servable
+from serving.server import metrics
+from serving.server.model_manager import ModelManager
+from serving.server.servable import Servable
 
 SERVICE_TIME_WEIGHT = 0.1
 METADATA_API = "metadata"  # answered from memory: counted, never shed

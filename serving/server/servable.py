@@ -5,6 +5,16 @@ A :class:`Servable` is what TF Serving calls a servable: ``<base_path>/<version>
 function, its ``SignatureDef`` and parsed input specs), so requests never look up or retrace
 anything. With server-side batching, each runner sends its calls through a batching queue.
 
+A decoupled export (``embed``: raw columns -> ``embeddings``; ``dense``: ``embeddings`` ->
+outputs; ``serving_default``: raw columns -> the same outputs) has its ``serving_default`` run
+as the two stages it is made of (:class:`StagedRunner`): ``embed`` in the request thread, then
+``dense`` (through the dense signature's server-side batching queue with ``--enable_batching``,
+else straight into its in-graph batching), so that the two stages are timed apart and, with
+server-side batching, the server's dense queue merges the dense work of concurrent requests
+while the embedding lookups stay per request, the export's own design. The scores are the
+same; two calls cost about 0.1 ms more than one at 100 rows (measured in process on a dcnv2
+export: 5.79-5.98 ms against 5.72-5.84 ms).
+
 The version tracks requests in flight so that a hot reload can retire it without failing them:
 :meth:`Servable.try_acquire` refuses new requests once :meth:`Servable.retire` was called, and
 ``retire`` returns when the last request in flight has released it.
@@ -12,10 +22,12 @@ The version tracks requests in flight so that a hot reload can retire it without
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 import numpy as np
@@ -24,10 +36,12 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from cvr_tf.compat import tf
 from serving.errors import ServingError, from_tf_error
-from serving.server_batching import BatchQueue, BatchScheduler
+from serving.server import metrics
+from serving.server.batch_scheduler import BatchQueue, BatchScheduler
 from serving.tensors import InputSpec, input_specs, validate_inputs
 
 SERVE_TAG = "serve"
+EMBED_SIGNATURE, DENSE_SIGNATURE, DEFAULT_SIGNATURE = "embed", "dense", "serving_default"
 _GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
 BATCHING_OP_TYPES = frozenset({"BatchFunction", "Batch"})
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
@@ -182,6 +196,18 @@ class SignatureRunner:
             raise from_tf_error(error) from error
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
+    def _checked_filter(self, output_filter: Iterable[str]) -> list[str]:
+        """The requested output aliases; INVALID_ARGUMENT for one the signature lacks."""
+        wanted = list(output_filter)
+        for alias in wanted:
+            if alias not in self.output_names:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"output tensor alias not found in signature: {alias} Outputs expected to "
+                    f"be in the set {{{','.join(sorted(self.output_names))}}}.",
+                )
+        return wanted
+
     def run(
         self,
         inputs: Mapping[str, np.ndarray],
@@ -203,20 +229,60 @@ class SignatureRunner:
             ServingError: ``INVALID_ARGUMENT`` for bad inputs or an unknown output alias, or the
                 error of the batching queue or of TensorFlow.
         """
-        wanted = list(output_filter)
-        for alias in wanted:
-            if alias not in self.output_names:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{','.join(sorted(self.output_names))}}}.",
-                )
+        wanted = self._checked_filter(output_filter)
         validate_inputs(self.name, self.specs, inputs)
         if self._batch_queue is None:
             outputs = self.call(inputs)
         else:
             outputs = self._batch_queue.submit(inputs, deadline)
         return {name: outputs[name] for name in wanted} if wanted else outputs
+
+
+class StagedRunner(SignatureRunner):
+    """A decoupled export's ``serving_default`` run as its stages: ``embed``, then ``dense``.
+
+    Args:
+        name: The signature key (``serving_default``).
+        signature_def: Its ``SignatureDef``.
+        embed: The ``embed`` runner, called in the request thread.
+        dense: The ``dense`` runner (with its batching queue, if any).
+        observe: Called with ``(stage, seconds)`` after each stage.
+    """
+
+    def __init__(self, name: str, signature_def: meta_graph_pb2.SignatureDef,
+                 embed: SignatureRunner, dense: SignatureRunner,
+                 observe: Callable[[str, float], None]) -> None:
+        super().__init__(name, None, signature_def)
+        self._embed, self._dense, self._observe = embed, dense, observe
+
+    def call(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Both stages without the dense queue (the whole-signature path of warmup)."""
+        return self._dense.call(self._embed.call(inputs))
+
+    def run(self, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str] = (),
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        wanted = self._checked_filter(output_filter)
+        validate_inputs(self.name, self.specs, inputs)
+        started = time.perf_counter()
+        embeddings = self._embed.call(inputs)
+        embedded = time.perf_counter()
+        self._observe("embed", embedded - started)
+        outputs = self._dense.run(embeddings, (), deadline)
+        self._observe("dense", time.perf_counter() - embedded)
+        return {name: outputs[name] for name in wanted} if wanted else outputs
+
+
+def staged_signatures(signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> bool:
+    """Whether ``serving_default`` is ``dense(embed(x))`` by the signatures' contract: ``embed``
+    outputs exactly what ``dense`` takes, and ``serving_default`` takes ``embed``'s inputs and
+    returns ``dense``'s outputs."""
+    names = {EMBED_SIGNATURE, DENSE_SIGNATURE, DEFAULT_SIGNATURE}
+    if not names <= set(signature_defs):
+        return False
+    embed, dense = signature_defs[EMBED_SIGNATURE], signature_defs[DENSE_SIGNATURE]
+    default = signature_defs[DEFAULT_SIGNATURE]
+    return (set(embed.outputs) == set(dense.inputs) and set(default.inputs) == set(embed.inputs)
+            and set(default.outputs) == set(dense.outputs))
 
 
 class Servable:
@@ -238,28 +304,49 @@ class Servable:
         meta_graph: meta_graph_pb2.MetaGraphDef,
         loaded,
         batch_scheduler: BatchScheduler | None = None,
+        serving_metrics: metrics.ServingMetrics | None = None,
     ) -> None:
         self.model_name = model_name
         self.version = version
         self.path = path
         self.signature_defs = meta_graph.signature_def
-        self.runners = {
+        self._metrics = serving_metrics
+        self.runners: dict[str, SignatureRunner] = {
             name: SignatureRunner(name, function, meta_graph.signature_def[name])
             for name, function in loaded.signatures.items()
         }
+        staged = staged_signatures(self.signature_defs)
         self._loaded = loaded  # keeps the variables the signature functions capture alive
         self._batch_scheduler = batch_scheduler
         self._queues = []
         if batch_scheduler is not None:
             for runner in self.runners.values():
+                if staged and runner.name == DEFAULT_SIGNATURE:
+                    continue  # its stages use the embed runner and the dense queue
                 queue = batch_scheduler.add_queue(
-                    runner.call, f"{model_name}/{version}/{runner.name}"
+                    runner.call, f"{model_name}/{version}/{runner.name}",
+                    functools.partial(self._observe, metrics.BATCH_SIZE, signature=runner.name),
                 )
                 runner.attach_batch_queue(queue)
                 self._queues.append(queue)
+        if staged:
+            self.runners[DEFAULT_SIGNATURE] = StagedRunner(
+                DEFAULT_SIGNATURE, self.signature_defs[DEFAULT_SIGNATURE],
+                self.runners[EMBED_SIGNATURE], self.runners[DENSE_SIGNATURE],
+                lambda stage, seconds: self._observe(metrics.STAGE_LATENCY, seconds * 1e6,
+                                                     stage=stage))
         self._condition = threading.Condition()
         self._in_flight = 0
         self._retired = False
+
+    def _observe(self, metric: str, value: float, **labels: str) -> None:
+        if self._metrics is not None:
+            self._metrics.observe(metric, value, model_name=self.model_name,
+                                  version=str(self.version), **labels)
+
+    def observe_request(self, signature: str, seconds: float) -> None:
+        """Records a request's time on this version (``signature_latency``)."""
+        self._observe(metrics.SIGNATURE_LATENCY, seconds * 1e6, signature=signature)
 
     def signature(self, name: str) -> SignatureRunner:
         """Returns the runner of a signature.
@@ -308,6 +395,7 @@ def load_servable(
     version: int,
     path: str | os.PathLike,
     batch_scheduler: BatchScheduler | None = None,
+    serving_metrics: metrics.ServingMetrics | None = None,
 ) -> Servable:
     """Loads ``<base_path>/<version>`` and resolves its signatures.
 
@@ -317,6 +405,7 @@ def load_servable(
         path: The version directory.
         batch_scheduler: With server-side batching (``--enable_batching``), the shared scheduler
             whose queues the signatures run through.
+        serving_metrics: Where the version's signature, stage and batch metrics go.
 
     Returns:
         The loaded version (not yet warmed up).
@@ -347,4 +436,5 @@ def load_servable(
             f"{sorted(loaded.signatures)} do not match the SignatureDefs {sorted(runnable)}; "
             "re-export the SavedModel",
         )
-    return Servable(model_name, version, path, meta_graph, loaded, batch_scheduler)
+    return Servable(model_name, version, path, meta_graph, loaded, batch_scheduler,
+                    serving_metrics)

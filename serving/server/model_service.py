@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.errors import ServingError
-from serving.model_manager import ModelManager
+from serving.server.model_manager import ModelManager
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

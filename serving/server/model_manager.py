@@ -1,7 +1,7 @@
 """Model versions: which to serve, loading them, polling for new ones, and hot reload.
 
 For each model of the ``ModelServerConfig`` the manager lists ``<base_path>/<version>``
-directories that hold a complete SavedModel (:func:`~serving.servable.is_complete_version`:
+directories that hold a complete SavedModel (:func:`~serving.server.servable.is_complete_version`:
 ``saved_model.pb`` plus a readable variables index and every data shard it names; a half-written
 directory is ignored until it is complete), applies the model's version policy
 (``latest {num_versions}``, the default ``latest 1``; ``specific {versions}``; ``all``),
@@ -47,13 +47,18 @@ from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from cvr_tf.compat import tf
-from serving import metrics
 from serving.errors import ServingError, from_tf_error
 from serving.request_log import RequestLogger
-from serving.servable import Servable, is_complete_version, load_servable, version_fingerprint
-from serving.server_batching import BatchScheduler
+from serving.server import metrics
+from serving.server.batch_scheduler import BatchScheduler
+from serving.server.servable import (
+    Servable,
+    is_complete_version,
+    load_servable,
+    version_fingerprint,
+)
+from serving.server.warmup_replay import warm_up
 from serving.tf_serving_config import ServableVersionPolicy, validate_models_config
-from serving.warmup import warm_up
 
 MAX_NUM_LOAD_RETRIES = 5  # TF Serving's --max_num_load_retries default
 LOAD_RETRY_INTERVAL_S = 60.0  # TF Serving's --load_retry_interval_micros default, in seconds
@@ -464,7 +469,7 @@ class ModelManager:
     def _load(self, name: str, version: int, path: str) -> tuple[Servable, int]:
         """Loads and warms up one version; returns it and the number of warmup records."""
         try:
-            servable = load_servable(name, version, path, self._batch_scheduler)
+            servable = load_servable(name, version, path, self._batch_scheduler, self._metrics)
         except Exception as error:  # every load failure is reported in status
             raise _failure(f"loading {name} version {version} from {path}", error) from error
         try:

@@ -1,10 +1,12 @@
 """The gRPC PredictionService: Predict, Classify, Regress and GetModelMetadata.
 
-A thin adapter: each call passes the :class:`~serving.admission.RequestGate` (which resolves its
-``ModelSpec``, holds the version for the duration of the call so that a hot reload cannot unload it
-mid-request, sheds load and counts the answer), hands the
-request to :mod:`serving.inference`, and turns a :class:`ServingError` into the gRPC status TF
-Serving would send. ``MultiInference`` is left unimplemented (``UNIMPLEMENTED``).
+A thin adapter: each call passes the :class:`~serving.server.admission.RequestGate` (which
+resolves its ``ModelSpec``, holds the version for the duration of the call so that a hot reload
+cannot unload it mid-request, sheds load and counts the answer), hands the request to
+:mod:`serving.server.inference`, and turns a :class:`ServingError` into the gRPC status TF
+Serving would send. ``MultiInference`` is left unimplemented (``UNIMPLEMENTED``). A Predict
+answered for a model whose config has a ``logging_config`` is logged when sampled
+(:mod:`serving.request_log`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import grpc
 from google.protobuf.message import Message
 from tensorflow_serving.apis import model_pb2, prediction_service_pb2_grpc
 
-from serving import inference
-from serving.admission import METADATA_API, RequestGate
 from serving.errors import ServingError
-from serving.servable import Servable
+from serving.server import inference
+from serving.server.admission import METADATA_API, RequestGate
+from serving.server.servable import Servable
 
 
 def request_deadline(context: grpc.ServicerContext) -> float | None:
@@ -60,12 +62,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         limits = self._gate.limits
-        return self._serve(
+        response = self._serve(
             context,
             request.model_spec,
             "predict",
             lambda servable, deadline: inference.predict(servable, request, deadline, limits),
         )
+        logger = self._gate.manager.request_logger(request.model_spec.name)
+        if logger is not None and logger.sampled():  # the model's logging_config
+            logger.log_predict(request, response)
+        return response
 
     def Classify(self, request, context):
         return self._serve(

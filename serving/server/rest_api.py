@@ -7,15 +7,15 @@ Routes, as ``tensorflow_model_server`` serves them::
     GET  /v1/models/<name>[/versions/<v>]/metadata   (GetModelMetadata)
     GET  /monitoring/prometheus/metrics              (with Prometheus enabled by monitoring config)
 
-Bodies are converted by :mod:`serving.rest_json`. The server always answers, with TF Serving's
-error shape ``{"error": message}`` and the HTTP status of the gRPC code
+Bodies are converted by :mod:`serving.server.rest_json`. The server always answers, with TF
+Serving's error shape ``{"error": message}`` and the HTTP status of the gRPC code
 (``google/rpc/code.proto``), whatever arrives: malformed JSON or values, JSON nested past
 ``max_json_depth`` (400), a missing, non-numeric or oversized ``Content-Length`` (400), a
 malformed request line or headers (400, as Python's HTTP parser reports them), a body that does
 not arrive within ``rest_api_timeout_in_ms`` (408: a slow or short body cannot hold a thread),
 more than ``rest_api_num_threads`` open connections (503 at once, from the accepting thread), and
 any unexpected failure (500). Predict and metadata calls pass the same
-:class:`~serving.admission.RequestGate` as gRPC calls (load shedding, metrics).
+:class:`~serving.server.admission.RequestGate` as gRPC calls (load shedding, metrics).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import inference
-from serving.admission import METADATA_API, RequestGate
 from serving.errors import ServingError
-from serving.rest_json import invalid, predict_json
+from serving.server import inference
+from serving.server.admission import METADATA_API, RequestGate
+from serving.server.rest_json import invalid, predict_json
 
 _log = logging.getLogger(__name__)
 _READ_CHUNK = 1 << 16
@@ -191,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict):
                 raise invalid("the body must be a JSON object")
             with self.gate.serve(spec, "predict", "REST", deadline) as servable:
-                return predict_json(servable, body, self.gate.limits, deadline)
+                return predict_json(servable, body, self.gate.limits, deadline,
+                                    self.gate.manager.request_logger(spec.name))
         if action == "/metadata":
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 model_spec=spec, metadata_field=[inference.SIGNATURE_DEF_FIELD]
