@@ -59,6 +59,28 @@ def _categorical_table(spec: FeatureSpec, column: str) -> str | None:
     return None
 
 
+def check_slicing(spec: FeatureSpec, slice_by: tuple[str, ...], query_column: str,
+                  item_column: str) -> None:
+    """Raises ValueError, naming the flag, when the spec cannot give the report's slices."""
+    columns = spec.column_dtypes()
+    for column in slice_by:
+        if column not in columns:
+            raise ValueError(f"--slice_by: the feature spec reads no column {column!r}; use "
+                             f"some of {', '.join(sorted(columns))}")
+        if columns[column] == "float32":
+            raise ValueError(f"--slice_by: column {column!r} is float32; slice by string or "
+                             "integer columns (a value per slice)")
+    if query_column and _categorical_table(spec, query_column) not in spec.vocabulary_tables():
+        raise ValueError(f"--query_column={query_column}: no categorical feature with a computed "
+                         "vocabulary reads it, so the spans hold no query counts; name another "
+                         "column, or pass an empty one to skip query-frequency slices")
+    table = _categorical_table(spec, item_column) if item_column else None
+    if item_column and (table is None or spec.tables()[table].hash_buckets is not None):
+        raise ValueError(f"--item_column={item_column}: no categorical feature with a vocabulary "
+                         "reads it; name another column, or pass an empty one to skip the "
+                         "new/returning item slices")
+
+
 def model_vocabulary(model: CVRModel, column: str) -> list[str]:
     """The tokens of ``column``'s categorical vocabulary table in ``model``.
 
@@ -80,12 +102,10 @@ def window_query_counts(data_dir: str, start: datetime.date, end: datetime.date,
     Raises:
       ValueError: no such feature computes a vocabulary, so the pipeline counted nothing.
     """
-    tables = spec.vocabulary_tables()
     table = _categorical_table(spec, column)
-    if table is None or table not in tables:
-        raise ValueError(f"no categorical feature with a computed vocabulary reads column "
-                         f"{column!r}, so the spans hold no query counts; name another "
-                         "--query_column, or pass an empty one to skip query-frequency slices")
+    if table is None or table not in spec.vocabulary_tables():
+        raise ValueError(f"--query_column={column}: no categorical feature with a computed "
+                         "vocabulary reads it")
     counts: collections.Counter = collections.Counter()
     for span in input_lib.list_spans(data_dir, start, end):
         counts.update(read_token_counts(os.path.join(span, TOKEN_COUNTS_DIR), [table])[table])

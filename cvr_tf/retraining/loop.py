@@ -42,7 +42,7 @@ from cvr_tf import input as input_lib
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.callbacks import NaNLossError
-from cvr_tf.features import FeatureSpecError, resolve_spec
+from cvr_tf.features import FeatureSpec, FeatureSpecError, resolve_spec
 from cvr_tf.retraining import blessing, holdout, slices
 from cvr_tf.retraining import report as report_lib
 from cvr_tf.retraining.config import RetrainConfig
@@ -116,10 +116,16 @@ def _last_blessed(work_dir: str, day: datetime.date) -> str | None:
     return None
 
 
-def _check(config: RetrainConfig) -> None:
+def _check(config: RetrainConfig) -> FeatureSpec:
+    """Fails before any work on a config that cannot run; returns the spans' feature spec."""
     try:
         config.check()
         tf_serving_config.validate_model_name(config.model_name)
+        spec = resolve_spec(config.training.feature_spec)
+        holdout.check_slicing(spec, config.slice_columns, config.query_column,
+                              config.item_column)
+    except (FeatureSpecError, OSError) as error:
+        raise RetrainError(f"--feature_spec={config.training.feature_spec}: {error}") from error
     except ValueError as error:
         raise RetrainError(str(error)) from error
     if config.batch_scope not in BATCH_SCOPES:
@@ -127,15 +133,12 @@ def _check(config: RetrainConfig) -> None:
                            f"{', '.join(BATCH_SCOPES)}")
     if not os.path.isdir(config.logs):
         raise RetrainError(f"--logs={config.logs} is not a directory")
+    return spec
 
 
-def _build_spans(config: RetrainConfig) -> dict[str, Any]:
+def _build_spans(config: RetrainConfig, spec: FeatureSpec) -> dict[str, Any]:
     """Builds the missing spans of the window and the holdout day; returns the run summary."""
     data_dir = config.training.data_dir
-    try:
-        spec = resolve_spec(config.training.feature_spec)
-    except (FeatureSpecError, OSError) as error:
-        raise RetrainError(f"--feature_spec={config.training.feature_spec}: {error}") from error
     options = {} if config.attribution_days is None else {
         "attribution_days": config.attribution_days}
     try:
@@ -209,10 +212,6 @@ def _evaluate(config: RetrainConfig, current_dir: str | None
                                "orders; they must share the spans' feature spec")
         scores[CURRENT] = holdout.score(current, theirs)
         known_model = current
-    missing = [c for c in config.slice_columns if c not in columns]
-    if missing:
-        raise RetrainError(f"--slice_by: column(s) {', '.join(missing)} are not read by the "
-                           f"feature spec; use some of {', '.join(sorted(columns))}")
     query_buckets, query_info = None, {}
     try:
         if config.query_column:
@@ -274,17 +273,18 @@ def retrain(config: RetrainConfig, train: TrainFunction = training.train) -> dic
       RetrainError: the day cannot run (bad flags, no logs for the day, a served model whose
         model dir is gone); nothing is exported then.
     """
-    _check(config)
+    spec = _check(config)
     done = report_lib.read_report(config.work_dir, config.date)
     if done is not None:
         logging.info("%s is done already (%s); nothing to do.", config.date,
                      report_lib.report_dir(config.work_dir, config.date))
         return done
     with _locked(config.work_dir):
-        return _retrain_locked(config, train)
+        return _retrain_locked(config, spec, train)
 
 
-def _retrain_locked(config: RetrainConfig, train: TrainFunction) -> dict[str, Any]:
+def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFunction
+                    ) -> dict[str, Any]:
     began = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -293,7 +293,7 @@ def _retrain_locked(config: RetrainConfig, train: TrainFunction) -> dict[str, An
         return time.perf_counter()
 
     stage = time.perf_counter()
-    spans = _build_spans(config)
+    spans = _build_spans(config, spec)
     stage = lap("spans", stage)
     model_base = os.path.join(config.export_base, config.model_name)
     removed = export.remove_stale_staging(model_base)

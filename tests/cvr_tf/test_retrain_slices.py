@@ -1,9 +1,11 @@
 """Holdout slices (value, query-frequency, new/returning item) and their metrics."""
 
 import numpy as np
+import pytest
 
 from cvr_tf import metrics as metrics_lib
-from cvr_tf.retraining import slices
+from cvr_tf.features import default_spec
+from cvr_tf.retraining import holdout, slices
 
 
 def test_query_buckets_split_the_window_traffic_at_half_and_ninety_percent():
@@ -71,3 +73,17 @@ def test_non_finite_scores_and_empty_slices_give_no_metrics_instead_of_raising()
     assert diverged["auc"] is None and diverged["calibration"] is None
     assert diverged["non_finite_scores"] == 1 and diverged["examples"] == 3
     assert out[1]["metrics"]["candidate"]["examples"] == 0
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((("nope",), "query", "item_id"), "--slice_by: the feature spec reads no column 'nope'"),
+    ((("item_price",), "query", "item_id"), "--slice_by: column 'item_price' is float32"),
+    (((), "user_id", "item_id"), "--query_column=user_id: no categorical feature with a "
+                                  "computed vocabulary reads it"),
+    (((), "", "user_id"), "--item_column=user_id: no categorical feature with a vocabulary"),
+])
+def test_slices_the_spec_cannot_give_fail_before_any_work(arguments, message):
+    holdout.check_slicing(default_spec(), ("device", "position"), "query", "item_id")
+    holdout.check_slicing(default_spec(), (), "", "")
+    with pytest.raises(ValueError, match=message):
+        holdout.check_slicing(default_spec(), *arguments)
