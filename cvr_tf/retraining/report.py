@@ -104,25 +104,27 @@ def markdown(report: Mapping[str, Any]) -> str:
 def plot_history(reports: Sequence[Mapping[str, Any]], metric: str, path: str) -> None:
     """The overall ``metric`` of candidate and served model on each day's holdout; blessed
     candidates filled, rejected ones crossed."""
-    days = [datetime.date.fromisoformat(r["date"]) for r in reports]
+    days = [r["date"] for r in reports]
+    positions = list(range(len(days)))
     overall = [r["slices"][0]["metrics"] for r in reports]
     figure, axes = plt.subplots(figsize=(7, 4))
     candidate = [m["candidate"].get(metric) for m in overall]
     current = [m["current"].get(metric) if "current" in m else None for m in overall]
-    axes.plot(days, [float("nan") if v is None else v for v in current], "s--",
+    axes.plot(positions, [float("nan") if v is None else v for v in current], "s--",
               color="tab:gray", label="served model (current)")
-    axes.plot(days, [float("nan") if v is None else v for v in candidate], "-",
+    axes.plot(positions, [float("nan") if v is None else v for v in candidate], "-",
               color="tab:blue", label="candidate")
-    for day, value, report in zip(days, candidate, reports, strict=True):
+    for position, value, report in zip(positions, candidate, reports, strict=True):
         if value is not None:
             blessed = report["decision"]["blessed"]
-            axes.plot([day], [value], "o" if blessed else "x", color="tab:blue"
+            axes.plot([position], [value], "o" if blessed else "x", color="tab:blue"
                       if blessed else "tab:red", markersize=8)
+    every = max(1, -(-len(days) // 10))  # at most ~10 date labels
+    axes.set_xticks(positions[::every], days[::every], rotation=30, ha="right")
     axes.set_xlabel("holdout day")
     axes.set_ylabel(f"{metric} on the holdout day")
     axes.set_title("Daily retraining: blessed (o) and rejected (x) candidates")
     axes.legend(loc="best")
-    figure.autofmt_xdate()
     figure.tight_layout()
     tmp = f"{path}.tmp.png"
     figure.savefig(tmp, dpi=100)
