@@ -283,18 +283,12 @@ def retrain(config: RetrainConfig, train: TrainFunction = training.train) -> dic
         return _retrain_locked(config, spec, train)
 
 
-def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFunction
-                    ) -> dict[str, Any]:
-    began = time.perf_counter()
-    seconds: dict[str, float] = {}
+def _served_model(config: RetrainConfig) -> tuple[Served | None, str | None]:
+    """(the served version, the model dir to score it with), after removing dead staging.
 
-    def lap(stage: str, since: float) -> float:
-        seconds[stage] = time.perf_counter() - since
-        return time.perf_counter()
-
-    stage = time.perf_counter()
-    spans = _build_spans(config, spec)
-    stage = lap("spans", stage)
+    Raises:
+      RetrainError: a version is served whose model dir is unknown or gone.
+    """
     model_base = os.path.join(config.export_base, config.model_name)
     removed = export.remove_stale_staging(model_base)
     if removed:
@@ -302,32 +296,48 @@ def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFuncti
                         len(removed), ", ".join(removed))
     served = served_version(config.export_base, config.model_name,
                             excluding=candidate_dir(config.work_dir, config.date))
-    current_dir = served.model_dir if served is not None else None
-    if served is not None and current_dir is None:
-        current_dir = _last_blessed(config.work_dir, config.date)
-        if current_dir is None:
-            raise RetrainError(
-                f"version {served.version} of {model_base} records no model dir (exported "
-                "before serving.export recorded it) and no earlier report names a blessed "
-                "model; re-export it with python -m serving.export, or remove it")
-    if current_dir is not None and not model_dir_lib.has_model_definition(current_dir):
+    if served is None:
+        return None, None
+    current_dir = served.model_dir or _last_blessed(config.work_dir, config.date)
+    if current_dir is None:
+        raise RetrainError(
+            f"version {served.version} of {model_base} records no model dir (exported before "
+            "serving.export recorded it) and no earlier report names a blessed model; "
+            "re-export it with python -m serving.export, or remove it")
+    if not model_dir_lib.has_model_definition(current_dir):
         raise RetrainError(f"the served model's model dir {current_dir} is gone; the gate needs "
                            "it to score the served model")
+    return served, current_dir
+
+
+def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFunction
+                    ) -> dict[str, Any]:
+    seconds: dict[str, float] = {}
+    began = stage = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal stage
+        seconds[name] = time.perf_counter() - stage
+        stage = time.perf_counter()
+
+    spans = _build_spans(config, spec)
+    lap("spans")
+    served, current_dir = _served_model(config)
     warm_start_from = current_dir or _last_blessed(config.work_dir, config.date) or ""
     train_start = training_window(config, warm_start_from)
     record, failure = _train_candidate(config, warm_start_from, train_start, train)
-    stage = lap("train", stage)
+    lap("train")
+    sliced, query_info = [], {}
     if failure is None:
         sliced, query_info = _evaluate(config, current_dir)
         overall = sliced[0]["metrics"]
         decision = blessing.decide(overall[CANDIDATE], overall.get(CURRENT), config.bless_metric,
                                    config.bless_tolerance, config.calibration_bounds)
     else:
-        sliced, query_info = [], {}
         decision = blessing.Decision(False, (blessing.Check("trained", False, failure),))
-    stage = lap("evaluate", stage)
+    lap("evaluate")
     version = _export(config) if decision.blessed else None
-    lap("export", stage)
+    lap("export")
     seconds["total"] = time.perf_counter() - began
     report = {
         "date": config.date.isoformat(), "model_name": config.model_name,
@@ -336,20 +346,19 @@ def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFuncti
         "decision": decision.to_dict(), "exported_version": version,
         "candidate": {
             "model_dir": candidate_dir(config.work_dir, config.date),
-            "train_start": train_start.isoformat(),
-            "train_end": config.train_end.isoformat(),
-            "warm_start": f"warm-started from {warm_start_from}" if warm_start_from
-            else "cold start",
+            "train_start": train_start.isoformat(), "train_end": config.train_end.isoformat(),
+            "warm_start": (f"warm-started from {warm_start_from}" if warm_start_from
+                           else "cold start"),
             "training": {k: record[k] for k in ("train_steps", "best_step", "train_seconds",
                                                 "wall_seconds")} if record else None},
         "current": ({"version": served.version, "model_dir": current_dir}
                     if served is not None else None),
         "holdout": {"day": config.date.isoformat(), "labels": _labels_note(config)},
-        "query_buckets": query_info, "slices": sliced,
+        "query_buckets": query_info,
+        # A failed candidate has no metrics; the report still says why.
+        "slices": sliced or [{"slice": slices.OVERALL, "examples": 0, "positives": 0,
+                              "metrics": {CANDIDATE: {}}}],
         "spans_built": spans["built"], "wall_seconds": seconds, "config": config.to_record()}
-    if not sliced:  # a failed candidate has no metrics; the report still says why
-        report["slices"] = [{"slice": slices.OVERALL, "examples": 0, "positives": 0,
-                             "metrics": {CANDIDATE: {}}}]
     path = report_lib.write_report(config.work_dir, report)
     logging.info("%s: %s; report %s", config.date,
                  f"blessed, version {version}" if decision.blessed

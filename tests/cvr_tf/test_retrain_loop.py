@@ -9,6 +9,7 @@ killed with SIGKILL in the middle of its export, then again, which finishes it.
 
 import dataclasses
 import datetime
+import fcntl
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from cvr_tf import input as input_lib
 from cvr_tf import training
+from cvr_tf.callbacks import NaNLossError
 from cvr_tf.compat import tf
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
@@ -205,3 +207,31 @@ def test_three_days_of_retraining_against_a_served_model_under_load(tmp_path):
     with open(os.path.join(loop.report_lib.report_dir(config.work_dir, day(9)),
                            "retrain_report.md"), encoding="utf-8") as handle:
         assert "Decision: **not blessed**: the serving base is untouched." in handle.read()
+
+
+def test_a_diverged_candidate_is_reported_and_never_pushed(simulated_spans, tmp_path):
+    shutil.copytree(simulated_spans.spans, tmp_path / "spans")
+    config = RetrainConfig(logs=simulated_spans.logs, work_dir=str(tmp_path / "work"),
+                           export_base=str(tmp_path / "export"), date=simulated_spans.day(5),
+                           training=training_template(str(tmp_path / "spans")), train_days=3)
+
+    def diverge(train_config):
+        assert (train_config.train_start, train_config.train_end) == (
+            simulated_spans.day(2), simulated_spans.day(4))
+        raise NaNLossError("the loss is nan at step 3")
+
+    os.makedirs(config.work_dir)
+    with open(os.path.join(config.work_dir, loop.LOCK_FILE), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run of the loop
+        with pytest.raises(loop.RetrainError, match="another retraining run holds"):
+            loop.retrain(config, train=diverge)
+    report = loop.retrain(config, train=diverge)
+    assert report["decision"]["reasons"] == ["training diverged: the loss is nan at step 3"]
+    assert report["exported_version"] is None and report["spans_built"] == []
+    assert not os.path.exists(tmp_path / "export" / "cvr")
+    with open(os.path.join(loop.report_lib.report_dir(config.work_dir, config.date),
+                           "retrain_report.md"), encoding="utf-8") as handle:
+        assert "- FAIL trained: training diverged" in handle.read()
+    with pytest.raises(loop.RetrainError, match="--slice_by: the feature spec reads no column"):
+        loop.retrain(dataclasses.replace(config, date=simulated_spans.day(4), slice_by="nope"))
+    assert not os.path.exists(loop.candidate_dir(config.work_dir, simulated_spans.day(4)))
