@@ -20,6 +20,7 @@ from cvr_tf.features import Feature, default_spec
 from cvr_tf.input import SUCCESS_FILE, list_spans, span_files, span_path
 from cvr_tf.statistics import read_statistics
 from pipelines.chunks import ImpressionProcessor
+from pipelines.labels import pipeline_labels
 from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
@@ -185,7 +186,8 @@ def test_a_spec_column_absent_from_the_logs_fails_before_any_work(logs, tmp_path
 def test_only_the_keys_ts_and_the_specs_columns_are_read():
     columns = [rule.column for rule in ImpressionProcessor(SPEC).rules()]
     assert sorted(columns) == sorted({"request_id", "item_id", "ts", *SPEC.column_dtypes()})
-    labelled = [rule.column for rule in ImpressionProcessor(SPEC, label_column="bought").rules()]
+    labelled = [rule.column for rule in
+                ImpressionProcessor(SPEC, pipeline_labels(SPEC, label_column="bought")).rules()]
     assert sorted(labelled) == sorted({"request_id", "ts", "bought", *SPEC.column_dtypes()})
 
 
@@ -241,7 +243,8 @@ def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_
     span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
     assert [line.split(" complete:")[0] for line in span_lines] == [
         f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
-    assert all(re.search(r"\d+ rows in, .* positives; \d+\.\d s\.$", line) for line in span_lines)
+    assert all(re.search(r"\d+ rows in, .*; positives: converted \d+; \d+\.\d s\.$", line)
+               for line in span_lines)
     progress = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
                 and r.name == "absl"]
     assert not [line for line in progress if " chunk " in line or line.startswith("Wrote ")]
