@@ -234,6 +234,22 @@ def test_command_line_passes_beam_options_through(logs, tmp_path):
     assert len(shards) == 3
 
 
+def test_command_line_refuses_label_flags_for_a_spec_with_labels(logs, tmp_path):
+    spec = {**SPEC.to_dict(), "labels": {"converted": {"events": "conversions",
+                                                       "attribution_days": 2}}}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    command = [sys.executable, "-m", "pipelines.build_tfrecords", f"--logs={logs[0]}",
+               f"--output={tmp_path / 'out'}", f"--start_date={START}", f"--end_date={START}",
+               f"--feature_spec={path}", "--attribution_days=3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "names its labels (converted) with their windows; drop --attribution_days" in (
+        result.stderr)
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="absl")  # other tests may lower absl's verbosity
