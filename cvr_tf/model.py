@@ -96,6 +96,7 @@ class CVRModel(keras.Model):
         self.config = ModelConfig(**config)
         self._loss_fn = losses_lib.get_loss(self.config.loss)
         self.fake_negative_weighting = False
+        self.task_labels: dict[str, str] = {}  # multi-task: label role -> the spec's column
         spec = self.spec
         backbone_options, _ = tasks_lib.split_options(self.config.backbone_config)
         self.task_set = tasks_lib.parse_tasks(self.config.tasks, self.config.backbone_config)

@@ -243,7 +243,7 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
 
 def task_table(single: dict, tasks: dict) -> str:
     """The single-task model's metrics beside every evaluation of a multi-task model."""
-    rows = {"single-task dcnv2: P(conversion | impression)": single}
+    rows = {"single-task dcnv2, conversion on every impression": single}
     names = {"ctr": "pCTR", "cvr": "pCVR, every impression", "ctcvr": "pCTCVR = pCTR x pCVR",
              "cvr_on_clicks": "pCVR, clicked impressions"}
     rows.update({f"ESMM {names.get(task, task)}": values for task, values in tasks.items()})
