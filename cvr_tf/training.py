@@ -196,10 +196,10 @@ def _check_tasks(config: TrainConfig) -> None:
     if config.early_stopping_task:
         evaluated = task_set.evaluated if task_set is not None else ()
         if config.early_stopping_task not in evaluated:
-            raise ConfigError(
-                f"--early_stopping_task={config.early_stopping_task} is not an evaluation of "
-                f"--tasks={config.model.tasks} (" + (", ".join(evaluated) or "a single-task "
-                                                     "model has none") + ")")
+            allowed = (f"one of {', '.join(evaluated)}" if evaluated else
+                       "empty: a single-task model has none")
+            raise ConfigError(f"--early_stopping_task={config.early_stopping_task} is not an "
+                              f"evaluation of --tasks={config.model.tasks}; use {allowed}")
     if (config.delayed_feedback == delayed_feedback.FAKE_NEGATIVE_WEIGHTING
             and config.model.loss != "logloss"):
         raise ConfigError(f"--delayed_feedback={config.delayed_feedback} weights the pointwise "
