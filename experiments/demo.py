@@ -58,13 +58,6 @@ from serving import export
 from serving.client import PredictionClient
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "", "Keep everything here (default: a temporary directory).")
-flags.DEFINE_integer("days", 14, "Days of logs; the last one is the eval day.")
-flags.DEFINE_integer("requests_per_day", 4000, "Search requests per day.")
-flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
-flags.DEFINE_integer("seed", 0, "Seed of the simulated world and of training.")
-flags.DEFINE_bool("multitask", False, "Show ESMM (--tasks=ctr,ctcvr) beside the single-task "
-                  "model, on spans with click and conversion labels, instead of serving.")
 FIRST_DAY = datetime.date(2026, 1, 5)
 METRICS = ("auc", "group_auc", "mean_average_precision", "logloss", "calibration")
 
@@ -289,5 +282,19 @@ def run_multitask(workdir: str, days: int, requests_per_day: int, candidates: in
           "item 5: `make demo` shows the export and the server for the single-task model.")
 
 
+def define_flags() -> None:
+    """The demo's flags, defined when it runs (not on import: other experiments that tests
+    import in the same process define flags of the same names)."""
+    flags.DEFINE_string("workdir", "", "Keep everything here (default: a temporary directory).")
+    flags.DEFINE_integer("days", 14, "Days of logs; the last one is the eval day.")
+    flags.DEFINE_integer("requests_per_day", 4000, "Search requests per day.")
+    flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
+    flags.DEFINE_integer("seed", 0, "Seed of the simulated world and of training.")
+    flags.DEFINE_bool("multitask", False, "Show ESMM (--tasks=ctr,ctcvr) beside the "
+                      "single-task model, on spans with click and conversion labels, instead of "
+                      "serving.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
