@@ -10,9 +10,9 @@ TINY = SimulatorConfig(num_items=600, num_queries=200, num_users=500, num_topics
 
 def test_the_multitask_demo_prints_every_task_beside_the_single_task_model(tmp_path, capsys):
     logs = str(tmp_path / "logs")
-    simulate_logs(logs, demo.FIRST_DAY, 4, 100, 10, TINY)
+    simulate_logs(logs, demo.FIRST_DAY, 3, 100, 10, TINY)
     write_synthetic_clicks(logs)
-    demo.run_multitask(str(tmp_path), days=4, requests_per_day=100, candidates=10, seed=0)
+    demo.run_multitask(str(tmp_path), days=3, requests_per_day=100, candidates=10, seed=0)
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in table[2:]] == [
