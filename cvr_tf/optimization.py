@@ -3,7 +3,8 @@
 The embedding tables and the dense network get optimizers of their own (the sparse/dense split of
 TorchRec and EasyRec): a table row is updated only in the steps whose batch looks it up, so the
 tables usually want a larger learning rate (or Adagrad) than the dense weights, which every step
-updates.
+updates. The tables' default is Lazy Adam (:mod:`cvr_tf.lazy_adam`), whose step costs what the
+batch looks up rather than the whole table.
 
 Learning rate at step ``t`` of ``T`` with ``w`` warm-up steps and base rate ``r``:
 
@@ -35,8 +36,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cvr_tf.compat import keras, register_keras_serializable, tf
+from cvr_tf.lazy_adam import LazyAdam
 
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+# The tables may also use Lazy Adam (cvr_tf.lazy_adam): Adam on the rows a batch looks up only.
+EMBEDDING_OPTIMIZERS = ("", *OPTIMIZERS, "lazy_adam")
 SCHEDULES = ("constant", "linear", "cosine")
 # Dense variables of these names (the last part of the variable name) are exempt from weight
 # decay: biases and normalization offsets and scales.
@@ -56,8 +60,10 @@ class OptimizerConfig:
                             "--embedding_optimizer).", choices=OPTIMIZERS)
     learning_rate: float = _field(1e-3, "Base learning rate of --optimizer.")
     momentum: float = _field(0.9, "Momentum of sgd (ignored by the others).")
-    embedding_optimizer: str = _field("", "Optimizer of the embedding tables; empty: the same "
-                                      "as --optimizer.", choices=("", *OPTIMIZERS))
+    embedding_optimizer: str = _field(
+        "lazy_adam", "Optimizer of the embedding tables: lazy_adam (Adam on the rows each batch "
+        "looks up only, cvr_tf.lazy_adam), one of --optimizer's, or empty for --optimizer's "
+        "own.", choices=EMBEDDING_OPTIMIZERS)
     embedding_learning_rate: float = _field(0.0, "Base learning rate of the tables; 0: "
                                             "--learning_rate.")
     lr_schedule: str = _field("constant", "Decay of both learning rates after warm-up over the "
@@ -81,6 +87,11 @@ class OptimizerConfig:
                 raise ValueError(f"--{name} must be >= 0, got {value}")
         if self.momentum >= 1:
             raise ValueError(f"--momentum must be below 1, got {self.momentum}")
+        for name, allowed in (("optimizer", OPTIMIZERS),
+                              ("embedding_optimizer", EMBEDDING_OPTIMIZERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name}={getattr(self, name)!r} is not one of "
+                                 f"{', '.join(repr(a) if not a else a for a in allowed)}")
 
 
 @register_keras_serializable(package="cvr_tf")
@@ -114,6 +125,11 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "decay": self.decay}
 
 
+_OPTIMIZER_CLASSES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                      "adagrad": keras.optimizers.Adagrad, "sgd": keras.optimizers.SGD,
+                      "lazy_adam": LazyAdam}
+
+
 def _optimizer(kind: str, rate: float, config: OptimizerConfig, total_steps: int,
                decayed: bool, name: str) -> keras.optimizers.Optimizer:
     schedule: Any = rate
@@ -124,16 +140,11 @@ def _optimizer(kind: str, rate: float, config: OptimizerConfig, total_steps: int
         common["clipnorm"] = config.clipnorm
     if decayed and config.weight_decay:
         common["weight_decay"] = config.weight_decay
-    if kind == "adam":
-        return keras.optimizers.Adam(**common)
     if kind == "adamw":
         common.setdefault("weight_decay", 0.0)
-        return keras.optimizers.AdamW(**common)
-    if kind == "adagrad":
-        return keras.optimizers.Adagrad(**common)
     if kind == "sgd":
-        return keras.optimizers.SGD(momentum=config.momentum, **common)
-    raise ValueError(f"--optimizer={kind!r} is not one of {', '.join(OPTIMIZERS)}")
+        common["momentum"] = config.momentum
+    return _OPTIMIZER_CLASSES[kind](**common)
 
 
 def make_optimizers(config: OptimizerConfig, total_steps: int

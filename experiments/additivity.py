@@ -1,7 +1,7 @@
 """Are the gains of backbone, embedding and data scaling independent and additive?
 
     python -m experiments.additivity --results=experiments/results/scaling_small.jsonl \\
-        [--metric=map_gain] [--json=experiments/results/additivity_small.json]
+        [--metrics=map_gain,auc,logloss] [--json=experiments/results/additivity_small.json]
 
 reads the scaling study's rows (:mod:`experiments.scaling`) and tests the paper's claim that
 the three scale-ups add up, two ways:
@@ -15,10 +15,17 @@ the three scale-ups add up, two ways:
    interaction plus noise) and the cells with the largest residuals.
 2. **Sum of one-factor gains**: each joint cell's gain is predicted as the sum of the gains of
    the one-factor axis cells at its levels, ``g(b, e, d) ~ g(b) + g(e) + g(d)``, and compared
-   with the observed gain. Replicates of the baseline give the noise ``sigma`` of one cell's
-   gain; a prediction from ``k`` axis cells and the observed cell differ by noise alone with
-   standard deviation about ``sigma sqrt(k + 1)``, so a deviation beyond twice that is an
-   interaction.
+   with the observed gain. Replicated cells (seeds) give the noise ``sigma`` of one run, pooled
+   over every replicated cell. The deviation of a joint cell scaled in ``k`` factors,
+
+       D = m_joint - sum_i m_i + (k - 1) m_base,
+
+   is a sum of cell means (``n`` runs each), so by noise alone it has standard deviation
+
+       s_D = sigma sqrt(1 / n_joint + sum_i 1 / n_i + (k - 1)^2 / n_base),
+
+   and ``2 s_D`` is the smallest interaction the design can detect at 2 sigma (its power):
+   a deviation beyond it is an interaction.
 
 The claim is supported when no joint cell deviates beyond that band.
 
@@ -30,7 +37,6 @@ only that factor) against the resource it scales (:data:`RESOURCES`), with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -39,12 +45,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import app, flags
 
 from cvr_tf.scaling_laws import fit_log_linear, fit_power_law, r_squared
+from experiments.grid import FACTORS
 
-# The keys of a result row's "levels" (experiments.scaling.Cell.levels).
-FACTORS = ("backbone", "embedding", "data")
 NOISE_BAND_SIGMAS = 2.0
+# Metrics whose gains are decreases: a joint decrease beyond the sum is super-additive.
+LOWER_IS_BETTER = ("logloss",)
 # The resource each factor scales, as a result-row column.
 RESOURCES = {"backbone": "dense_flops_per_example", "embedding": "embedding_params",
              "data": "train_examples"}
@@ -186,8 +194,9 @@ def joint_predictions(cells: Sequence[CellMean], baseline: Mapping[str, str],
         if any(single is None for single in singles):
             continue
         predicted = sum(s.value for s in singles) - (len(singles) - 1) * base.value
-        band = (NOISE_BAND_SIGMAS * sigma * math.sqrt(len(scaled) + 1)
-                if sigma is not None else math.nan)
+        runs = 1 / cell.replicates + sum(1 / s.replicates for s in singles) + (
+            (len(singles) - 1) ** 2 / base.replicates)
+        band = NOISE_BAND_SIGMAS * sigma * math.sqrt(runs) if sigma is not None else math.nan
         out.append(JointPrediction(levels=cell.levels, scaled=scaled, observed=cell.value,
                                    predicted=predicted, baseline=base.value, noise_band=band))
     return out
@@ -213,12 +222,16 @@ def verdict(predictions: Sequence[JointPrediction], sigma: float | None,
         within = (f"all {len(predictions)} joint scale-ups are within {NOISE_BAND_SIGMAS:g} "
                   "sigma of noise of the sum of their one-factor gains")
         if narrowest <= largest:
-            return f"Supported: {within}."
+            return (f"Supported: {within}; the design detects interactions beyond "
+                    f"±{points(narrowest, metric)} (2 sigma), smaller than the largest "
+                    f"predicted joint change ({points(largest, metric)}).")
         return (f"Not rejected, but the test is weak: {within}, yet the noise band (at least "
                 f"±{points(narrowest, metric)}) is wider than every predicted joint change "
                 f"(at most {points(largest, metric)}), so interactions as large as the gains "
                 "themselves would go unseen; more seeds per cell would sharpen the test.")
     below = sum(p.deviation < 0 for p in off)
+    if metric in LOWER_IS_BETTER:
+        below = len(off) - below
     kind = ("sub-additive (joint gains fall short of the sum)" if below == len(off) else
             "super-additive (joint gains exceed the sum)" if below == 0 else "mixed in sign")
     return (f"Not supported: {len(off)} of {len(predictions)} joint scale-ups deviate from the "
@@ -294,6 +307,10 @@ def analyze(rows: Sequence[Mapping[str, Any]], metric: str = "map_gain") -> dict
         "joint": [{**dataclasses.asdict(p), "deviation": p.deviation,
                    "predicted_change": p.predicted_change, "beyond_noise": p.beyond_noise}
                   for p in predictions],
+        "smallest_detectable_interaction": (min(p.noise_band for p in predictions)
+                                            if predictions and sigma is not None else None),
+        "largest_predicted_joint_change": (max(abs(p.predicted_change) for p in predictions)
+                                           if predictions else None),
         "verdict": verdict(predictions, sigma, metric),
         "factor_fits": factor_fits(rows, metric),
     }
@@ -355,23 +372,52 @@ def read_rows(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", required=True, help="JSONL of experiments.scaling")
-    parser.add_argument("--metric", default="map_gain", help="numeric column to analyze")
-    parser.add_argument("--json", default="", help="also write the analysis here")
-    args = parser.parse_args(argv)
+def power_table(analyses: Sequence[Mapping[str, Any]]) -> str:
+    """Per metric: the noise of one run, the design's power and the verdict, as markdown."""
+    lines = ["| metric | sigma of one run | smallest interaction detectable (2 sigma) | "
+             "largest predicted joint change | verdict |", "| --- | ---: | ---: | ---: | --- |"]
+    def shown(value: float | None, metric: str, unit: str = "") -> str:
+        return "n/a" if value is None else f"{unit}{points(value, metric)}"
+
+    for analysis in analyses:
+        metric = analysis["metric"]
+        lines.append(f"| {metric} | {shown(analysis['noise_sigma'], metric)} | "
+                     f"{shown(analysis['smallest_detectable_interaction'], metric, '±')} | "
+                     f"{shown(analysis['largest_predicted_joint_change'], metric)} | "
+                     f"{analysis['verdict'].split(':')[0]} |")
+    return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The job's flags, defined when it runs (not on import)."""
+    flags.DEFINE_string("results", None, "JSONL of experiments.scaling.")
+    flags.DEFINE_list("metrics", ["map_gain", "auc", "logloss"],
+                      "Numeric columns to analyze, each on its own.")
+    flags.DEFINE_string("json", "", "Also write the analyses here, {metric: analysis}.")
+    flags.mark_flag_as_required("results")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        analysis = analyze(read_rows(args.results), args.metric)
+        rows = read_rows(FLAGS.results)
+        analyses = [analyze(rows, metric) for metric in FLAGS.metrics]
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error!r}", file=sys.stderr)
         sys.exit(2)
-    print(markdown_report(analysis))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(analysis, handle, indent=2)
+    for analysis in analyses:
+        print(f"## {analysis['metric']}\n\n{markdown_report(analysis)}\n")
+    print(f"## Power and verdicts\n\n{power_table(analyses)}")
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as handle:
+            json.dump({a["metric"]: a for a in analyses}, handle, indent=2)
             handle.write("\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    define_flags()
+    app.run(main)

@@ -4,27 +4,29 @@ Times each stage on the default world (50k items, 20k queries, 100k users) on th
 building the world, simulating the days in memory, and :func:`pipelines.simulate.simulate_logs`
 end to end (world, traffic and Parquet files, into a temporary directory). Each is the median of
 ``--runs`` runs, in wall seconds and in CPU seconds of this process (all its threads): when other
-processes share the machine, wall time grows but CPU time much less, so both are shown. Prints a
-markdown table and optionally writes the rows as JSON. The target is >= 200k impressions/s end to
-end.
+processes share the machine, wall time grows but CPU time much less, so both are shown, with the
+load average before and after. Prints a markdown table and the funnel's rates of the simulated
+traffic (click rate, conversion rate of clicks, eventual conversion rate), and optionally writes
+the rows as JSON. The target is >= 200k impressions/s end to end.
 
-    python -m experiments.bench_simulator [--days 5] [--requests_per_day 10000]
-        [--candidates_per_request 20] [--runs 3] [--out experiments/results/simulator.json]
+    python -m experiments.bench_simulator [--days=5] [--requests_per_day=10000]
+        [--candidates_per_request=20] [--runs=3] [--out=experiments/results/simulator.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
+import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-from pipelines.simulate import simulate_logs
+from absl import app, flags
+
+from pipelines.simulate import SimulationSummary, simulate_logs
 from pipelines.simulator_day import simulate_day
 from pipelines.simulator_world import SimulatorConfig, build_world
 
@@ -43,16 +45,22 @@ def _median_seconds(run: Callable[[], object], runs: int) -> tuple[float, float]
     return statistics.median(wall), statistics.median(cpu)
 
 
-def benchmark(days: int, requests_per_day: int, candidates: int, runs: int) -> list[dict]:
-    """Returns one row per stage: wall and CPU seconds, impressions, impressions per second."""
+def benchmark(
+    days: int, requests_per_day: int, candidates: int, runs: int
+) -> tuple[list[dict], SimulationSummary]:
+    """Returns one row per stage (wall and CPU seconds, impressions, impressions per second) and
+    the summary of the last end-to-end run."""
     config = SimulatorConfig()
     impressions = days * requests_per_day * candidates
     world = build_world(config)
     first = (START - config.world_start).days
+    summaries = []
 
     def end_to_end() -> None:
         with tempfile.TemporaryDirectory() as output:
-            simulate_logs(output, START, days, requests_per_day, candidates, config)
+            summaries.append(
+                simulate_logs(output, START, days, requests_per_day, candidates, config)
+            )
 
     stages = {
         "build world": (lambda: build_world(config), 0),
@@ -77,7 +85,7 @@ def benchmark(days: int, requests_per_day: int, candidates: int, runs: int) -> l
                 "impressions_per_cpu_second": round(count / cpu) if count else None,
             }
         )
-    return rows
+    return rows, summaries[-1]
 
 
 def _table(rows: Sequence[dict]) -> str:
@@ -95,16 +103,25 @@ def _table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def define_flags() -> None:
+    """The benchmark's flags (called by ``__main__`` only)."""
+    flags.DEFINE_integer("days", 5, "Simulated days per run.", lower_bound=1)
+    flags.DEFINE_integer("requests_per_day", 10_000, "Requests per day.", lower_bound=1)
+    flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.", lower_bound=1)
+    flags.DEFINE_integer("runs", 3, "Runs per stage; the table gives their median.", lower_bound=1)
+    flags.DEFINE_string("out", None, "Optional JSON file for the table's rows.")
+
+
+def main(argv: Sequence[str]) -> None:
     """Runs the benchmark and prints (and optionally writes) its table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=5)
-    parser.add_argument("--requests_per_day", type=int, default=10_000)
-    parser.add_argument("--candidates_per_request", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=pathlib.Path, default=None)
-    args = parser.parse_args(argv)
-    rows = benchmark(args.days, args.requests_per_day, args.candidates_per_request, args.runs)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    values = flags.FLAGS
+    load_before = os.getloadavg()
+    rows, summary = benchmark(
+        values.days, values.requests_per_day, values.candidates_per_request, values.runs
+    )
+    load_after = os.getloadavg()
     print(_table(rows))
     end_to_end = rows[-1]["impressions_per_second"]
     print(
@@ -112,10 +129,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"({end_to_end / TARGET_IMPRESSIONS_PER_SECOND:.2f}x the {TARGET_IMPRESSIONS_PER_SECOND:,}"
         f" target), {rows[-1]['impressions_per_cpu_second']:,} per CPU second"
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    post_click = summary.converted_impressions / summary.clicked_impressions
+    print(
+        f"funnel: click rate {summary.click_rate:.4f}, conversion rate of clicks "
+        f"{post_click:.4f}, eventual conversion rate {summary.conversion_rate:.4f}"
+    )
+    print(
+        "load average (1, 5, 15 min): before "
+        + ", ".join(f"{load:.2f}" for load in load_before)
+        + "; after "
+        + ", ".join(f"{load:.2f}" for load in load_after)
+    )
+    if values.out:
+        out = pathlib.Path(values.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    define_flags()
+    app.run(main)

@@ -6,23 +6,26 @@
 
 Writes, for each input that exists (a missing one is skipped with a note):
 
-* ``flops_vs_gain.png``: relative mAP gain against dense FLOPs per example (inference cost) and
-  against training FLOPs, one series per scaled factor (each backbone family, embedding, data),
-  joint scale-ups in grey, the baseline's +-2 sigma seed noise shaded, and the fit
-  ``gain = a + b ln FLOPs`` over the backbone cells (:mod:`cvr_tf.scaling_laws`);
-* ``map_vs_window.png``: mAP against training-window length, a line per (backbone, embedding);
+* ``flops_vs_gain.png`` (the paper's Figures 2 and 4): relative mAP gain over the DCNv2
+  baseline against dense FLOPs per example (inference cost) and against training FLOPs, one
+  series per scaled factor (each backbone family, embedding, data), joint scale-ups in grey,
+  the baseline's +-2 sigma seed noise shaded, the fit ``gain = a + b ln FLOPs`` over the
+  backbone cells (:mod:`cvr_tf.scaling_laws`) and, when the rows carry it, the gain of the
+  Bayes ceiling;
+* ``map_vs_window.png`` (Figure 3): mAP against training-window length, a line per (backbone,
+  embedding) with two or more windows, and the Bayes ceiling;
 * ``warmstart_curves.png``: eval logloss against steps and training seconds, cold vs warm;
+* ``warmstart_vs_duration.png`` (Figure 5): test mAP and AUC against the days of new training
+  data, cold vs warm-started;
 * ``serving_p99_vs_qps.png``: p99 latency against offered QPS, batched vs unbatched and the 1x
   (dcnv2) vs ~8x (dhen) model, from the ``p99_vs_qps`` series of ``experiments.bench_serving``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +33,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from absl import app, flags
 
 from cvr_tf.scaling_laws import fit_log_linear
 from experiments.additivity import one_factor_series, read_rows
@@ -46,6 +50,16 @@ def _family_color(backbone: str) -> str:
 def _noise(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
     values = [r[key] for r in rows if r["role"] in ("baseline", "baseline-seed")]
     return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _ceiling_gain(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The mAP gain over the baseline that the Bayes ceiling would have, if rows carry it."""
+    with_ceiling = [r for r in rows if "ceiling" in r and r["map_gain"] is not None]
+    if not with_ceiling:
+        return None
+    row = with_ceiling[0]  # gain = mAP / baseline mAP - 1, so baseline mAP = mAP / (gain + 1)
+    baseline_map = row["mean_average_precision"] / (row["map_gain"] + 1.0)
+    return row["ceiling"]["mean_average_precision"] / baseline_map - 1.0
 
 
 def plot_flops_vs_gain(rows: Sequence[Mapping[str, Any]], path: str) -> None:
@@ -79,6 +93,11 @@ def plot_flops_vs_gain(rows: Sequence[Mapping[str, Any]], path: str) -> None:
         axis.set_xscale("log")
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
+    ceiling_gain = _ceiling_gain(rows)
+    if ceiling_gain is not None:
+        for axis in axes:
+            axis.axhline(100 * ceiling_gain, color="k", linewidth=1.2,
+                         label=f"Bayes ceiling (true_cvr): {100 * ceiling_gain:+.1f}%")
     backbone_rows = [r for name, members in series.items() if name.startswith("backbone:")
                      for r in members]
     if len({r["dense_flops_per_example"] for r in backbone_rows}) >= 2:
@@ -119,10 +138,13 @@ def plot_map_vs_window(rows: Sequence[Mapping[str, Any]], path: str) -> None:
                       color=_family_color(backbone.split()[0]),
                       linestyle="-" if embedding == "x1" else "--",
                       label=f"{backbone}, embedding {embedding}")
+    ceilings = {r["ceiling"]["mean_average_precision"] for r in rows if "ceiling" in r}
+    if ceilings:
+        axis.axhline(ceilings.pop(), color="k", linewidth=1.2, label="Bayes ceiling (true_cvr)")
     axis.set_xscale("log", base=2)
     all_days = sorted({r["train_days"] for r in rows})
     axis.set_xticks(all_days, [str(d) for d in all_days])
-    axis.set_xlabel("training window (days, one epoch)")
+    axis.set_xlabel("training window (days)")
     axis.set_ylabel("eval mAP (same eval window)")
     axis.set_title("mAP vs training window (error bars: sd over seeds)")
     axis.grid(alpha=0.3)
@@ -159,6 +181,36 @@ def plot_warmstart(result: Mapping[str, Any], path: str) -> None:
     plt.close(figure)
 
 
+def plot_warmstart_durations(result: Mapping[str, Any], path: str) -> str | None:
+    """Test mAP and AUC against the days of new data, cold vs warm-started (Figure 5).
+
+    Returns:
+      None, or why nothing was drawn (a study run without durations).
+    """
+    rows = result.get("durations") or []
+    if not rows:
+        return "skipped: the warm-start study ran without --durations"
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    days = [row["days"] for row in rows]
+    for axis, metric, label in ((axes[0], "mean_average_precision", "test mAP"),
+                                (axes[1], "auc", "test AUC")):
+        for start, style in (("cold", "o-"), ("warm", "s--")):
+            axis.plot(days, [row[start]["eval"][metric] for row in rows], style,
+                      label=f"{start} start")
+        axis.set_xticks(days, [str(d) for d in days])
+        axis.set_xlabel("new training data (days before the test window)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("Quality against training-data duration, with and without warm start "
+                    f"(warm: from a model of the {result['first_window'][0]}.."
+                    f"{result['first_window'][1]} window)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return None
+
+
 def plot_serving(result: Mapping[str, Any], path: str) -> None:
     """p99 vs offered QPS: batched vs unbatched, and dcnv2 (1x) vs dhen (~8x FLOPs)."""
     series = result["p99_vs_qps"]
@@ -191,34 +243,45 @@ def _read_json(path: str) -> Any:
 
 def make_plots(out: str, results: str = "", warmstart: str = "", serving: str = ""
                ) -> dict[str, str]:
-    """Writes every plot whose input exists; returns plot name -> path or the skip reason."""
+    """Writes every plot whose input exists; returns plot name -> path or the skip reason
+    (a plot function returns a reason when its input holds nothing to draw)."""
     os.makedirs(out, exist_ok=True)
     done: dict[str, str] = {}
     jobs = (("flops_vs_gain", results, lambda p, o: plot_flops_vs_gain(read_rows(p), o)),
             ("map_vs_window", results, lambda p, o: plot_map_vs_window(read_rows(p), o)),
             ("warmstart_curves", warmstart, lambda p, o: plot_warmstart(_read_json(p), o)),
+            ("warmstart_vs_duration", warmstart,
+             lambda p, o: plot_warmstart_durations(_read_json(p), o)),
             ("serving_p99_vs_qps", serving, lambda p, o: plot_serving(_read_json(p), o)))
     for name, source, plot in jobs:
         if not source or not os.path.exists(source):
             done[name] = f"skipped: no input ({source or 'not given'})"
             continue
         target = os.path.join(out, f"{name}.png")
-        plot(source, target)
-        done[name] = target
+        done[name] = plot(source, target) or target
     return done
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="", help="JSONL of experiments.scaling")
-    parser.add_argument("--warmstart", default="", help="JSON of experiments.warmstart")
-    parser.add_argument("--serving", default="experiments/results/serving.json",
-                        help="JSON of experiments.bench_serving")
-    parser.add_argument("--out", default="experiments/results/plots")
-    args = parser.parse_args(argv)
-    for name, where in make_plots(args.out, args.results, args.warmstart, args.serving).items():
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The job's flags, defined when it runs (not on import)."""
+    flags.DEFINE_string("results", "", "JSONL of experiments.scaling.")
+    flags.DEFINE_string("warmstart", "", "JSON of experiments.warmstart.")
+    flags.DEFINE_string("serving", "experiments/results/serving.json",
+                        "JSON of experiments.bench_serving.")
+    flags.DEFINE_string("out", "experiments/results/plots", "Where the PNGs go.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name, where in make_plots(FLAGS.out, FLAGS.results, FLAGS.warmstart,
+                                  FLAGS.serving).items():
         print(f"{name}: {where}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    define_flags()
+    app.run(main)

@@ -19,7 +19,8 @@ Both modes run on the small scaling preset's world and 3-day baseline window
   setting under ``--seeds`` (seed 0 reuses the sweep's run), and reports test mean +- std
   per row, the large-minus-x1 difference against two standard errors of seed noise
   (:func:`noise_verdict`), the "before" rows of ``experiments/results/scaling_small.jsonl``
-  (same cells at one epoch and no dropout) and the Bayes ceiling (:func:`bayes_ceiling`).
+  (same cells at one epoch and no dropout) and the Bayes ceiling
+  (:func:`experiments.ceiling.bayes_ceiling`).
   Writes ``--verify_results``.
 
 A run whose model dir holds a ``metrics.json`` of the same config is not trained again, so an
@@ -43,7 +44,9 @@ from cvr_tf import training
 from cvr_tf.evaluation import count_examples
 from cvr_tf.input import list_spans
 from cvr_tf.validation import METRIC_DIRECTIONS
+from experiments import ceiling as ceiling_lib
 from experiments import scaling
+from experiments.grid import Cell, Grid, GridError, load_grid, preset_path
 
 # Backbone -> its large scale on the small preset (the cells the issue asks about).
 SWEEP_BACKBONES = {"dcnv2": 4.0, "masknet": 4.0, "dhen": 2.0}
@@ -103,14 +106,14 @@ class Schedule:
     eval_every_steps: int = 0
 
 
-def sweep_cells(grid: scaling.Grid, seeds: Sequence[int] = (0,)) -> list[scaling.Cell]:
+def sweep_cells(grid: Grid, seeds: Sequence[int] = (0,)) -> list[Cell]:
     """Scale 1 and the large scale of every :data:`SWEEP_BACKBONES` on the grid's baseline."""
     return [dataclasses.replace(grid.baseline, backbone=name, backbone_scale=scale, seed=seed)
             for name, large in SWEEP_BACKBONES.items() for scale in (1.0, large)
             for seed in seeds]
 
 
-def half_pass_steps(grid: scaling.Grid, data_dir: str, train_days: int) -> int:
+def half_pass_steps(grid: Grid, data_dir: str, train_days: int) -> int:
     """Steps in half a pass over the ``train_days`` window: ``ceil(rows / batch / 2)``."""
     start, end = grid.data.train_window(train_days)
     rows = count_examples(list_spans(data_dir, start, end), "train")
@@ -118,7 +121,7 @@ def half_pass_steps(grid: scaling.Grid, data_dir: str, train_days: int) -> int:
     return max(1, math.ceil(rows / batch / 2))
 
 
-def run_config(grid: scaling.Grid, cell: scaling.Cell, setting: Setting, schedule: Schedule,
+def run_config(grid: Grid, cell: Cell, setting: Setting, schedule: Schedule,
                data_dir: str, model_dir: str) -> training.TrainConfig:
     """The grid's config of ``cell`` with ``setting`` and ``schedule`` applied.
 
@@ -152,7 +155,7 @@ def run_once(config: training.TrainConfig) -> dict[str, Any]:
     return record
 
 
-def run_row(cell: scaling.Cell, setting: Setting, record: Mapping[str, Any]) -> dict[str, Any]:
+def run_row(cell: Cell, setting: Setting, record: Mapping[str, Any]) -> dict[str, Any]:
     """One run of the results files: its cell, setting, validation and test metrics, cost."""
     def pick(metrics: Mapping[str, Any]) -> dict[str, float]:
         return {k: metrics[k] for k in ("auc", "logloss", "mean_average_precision", "group_auc")}
@@ -307,7 +310,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def before_rows(path: str = BEFORE_RESULTS, baseline: scaling.Cell | None = None
+def before_rows(path: str = BEFORE_RESULTS, baseline: Cell | None = None
                 ) -> list[dict[str, Any]]:
     """The scaling study's rows of the tuned cells (their "before": 1 epoch, no dropout)."""
     if not os.path.exists(path):
@@ -324,36 +327,6 @@ def before_rows(path: str = BEFORE_RESULTS, baseline: scaling.Cell | None = None
                 rows.append({"backbone": row["backbone"], "backbone_scale": row["backbone_scale"],
                              "seed": row["seed"], "test": {k: row[k] for k in TEST_METRICS}})
     return rows
-
-
-def bayes_ceiling(grid: scaling.Grid, root: str) -> dict[str, Any]:
-    """Test metrics of the simulator's ``true_cvr`` on the test window's impressions.
-
-    The grid's world is simulated again for the test days only, with ``with_ground_truth``
-    (adds ``true_cvr``, the probability of an eventual conversion) and ``with_label_column``
-    (adds ``converted``: a conversion within ``attribution_days``, the label the spans join
-    from the conversion logs). Days are simulated independently of the first simulated day,
-    so these are the same impressions as the test spans' rows (``examples`` and
-    ``positive_rate`` say so against the runs' test metrics). ``true_cvr`` is the Bayes
-    ranking of eventual conversions; the label counts those within 3 days, so its AUC is the
-    ranking ceiling, and its logloss a near bound (its rate is a little above the label's).
-    """
-    import pyarrow.parquet as pq
-
-    from cvr_tf import metrics as metrics_lib
-    from pipelines.simulate import GROUND_TRUTH_COLUMN, LABEL_COLUMN, simulate_logs
-
-    logs = os.path.join(root, "ground_truth_logs")
-    world = dataclasses.replace(grid.data.simulator_config(), with_ground_truth=True,
-                                with_label_column=True)
-    simulate_logs(logs, grid.data.eval_start, grid.data.eval_days, grid.data.requests_per_day,
-                  grid.data.candidates_per_request, world, overwrite=True)
-    table = pq.read_table(os.path.join(logs, "impressions"),
-                          columns=["request_id", LABEL_COLUMN, GROUND_TRUTH_COLUMN])
-    result = metrics_lib.evaluate(table[LABEL_COLUMN].to_numpy(),
-                                  table[GROUND_TRUTH_COLUMN].to_numpy(),
-                                  table["request_id"].to_numpy())
-    return {k: result[k] for k in (*TEST_METRICS, "examples", "positive_rate")}
 
 
 def verify_table(summary: Sequence[Mapping[str, Any]], before: Sequence[Mapping[str, Any]],
@@ -383,7 +356,7 @@ def verify_table(summary: Sequence[Mapping[str, Any]], before: Sequence[Mapping[
     return "\n".join(lines)
 
 
-def prepare_baseline_data(grid: scaling.Grid, out: str) -> str:
+def prepare_baseline_data(grid: Grid, out: str) -> str:
     """The spans dir of the grid's world under ``<out>/data`` (as the scaling study's)."""
     return scaling.prepare_data(grid.data, grid.baseline.train_days, os.path.join(out, "data"),
                                 grid.training.get("feature_spec", ""))
@@ -420,7 +393,7 @@ def _run_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return row["backbone"], row["backbone_scale"], row["seed"], Setting.of(row)
 
 
-def run_sweep(grid: scaling.Grid, out: str, settings: Sequence[Setting], schedule: Schedule,
+def run_sweep(grid: Grid, out: str, settings: Sequence[Setting], schedule: Schedule,
               results_path: str, report: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains every setting of every sweep cell (setting by setting, so that a cut-short sweep
     has every cell at the first settings) and rewrites ``results_path`` after each run, with
@@ -455,7 +428,7 @@ def load_chosen(path: str) -> tuple[dict[str, Any], Schedule]:
     return data["chosen"], Schedule(**data["schedule"])
 
 
-def run_verify(grid: scaling.Grid, out: str, chosen: Mapping[str, Any], schedule: Schedule,
+def run_verify(grid: Grid, out: str, chosen: Mapping[str, Any], schedule: Schedule,
                seeds: Sequence[int], results_path: str, before_path: str = BEFORE_RESULTS,
                report: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains the chosen setting of every sweep cell under ``seeds`` and writes the summary."""
@@ -471,7 +444,7 @@ def run_verify(grid: scaling.Grid, out: str, chosen: Mapping[str, Any], schedule
     result = {"grid": grid.name, "chosen": dict(chosen), "schedule": dataclasses.asdict(schedule),
               "runs": rows, "summary": summarize(rows),
               "before": summarize(before_rows(before_path, grid.baseline)),
-              "bayes_ceiling": bayes_ceiling(grid, out)}
+              "bayes_ceiling": ceiling_lib.bayes_ceiling(grid.data, os.path.join(out, "data"))}
     _write_json(results_path, result)
     return result
 
@@ -493,7 +466,7 @@ def main(argv: Sequence[str]) -> None:
         print("error: --out is required (data and model dirs go there)", file=sys.stderr)
         sys.exit(2)
     try:
-        grid = scaling.load_grid(FLAGS.grid)
+        grid = load_grid(FLAGS.grid)
         if FLAGS.mode == "sweep":
             settings = [Setting(d, lr, l2)
                         for l2 in _floats("embedding_l2s", FLAGS.embedding_l2s)
@@ -511,7 +484,7 @@ def main(argv: Sequence[str]) -> None:
                                 [int(s) for s in FLAGS.seeds], FLAGS.verify_results,
                                 report=lambda line: print(line, flush=True))
             print(verify_table(result["summary"], result["before"], result["bayes_ceiling"]))
-    except (TuningError, scaling.GridError, training.ConfigError) as error:
+    except (TuningError, GridError, training.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
@@ -522,7 +495,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("mode", "sweep", ["sweep", "verify"], "sweep: the grid of settings; verify: "
                       "the chosen setting under several seeds, with the Bayes ceiling.")
     flags.DEFINE_string("out", None, "Data and model dirs go here (reused across runs).")
-    flags.DEFINE_string("grid", scaling.preset_path("small"), "The scaling grid whose world, "
+    flags.DEFINE_string("grid", preset_path("small"), "The scaling grid whose world, "
                         "baseline window and training settings the runs use.")
     flags.DEFINE_list("dropouts", ["0", "0.1", "0.2"], "Sweep: backbone dropout rates.")
     flags.DEFINE_list("learning_rates", ["0.002", "0.001"], "Sweep: dense learning rates.")

@@ -17,33 +17,40 @@ the learning curve), without early stopping, so that every curve runs to the end
 
 Each warm run is compared with the cold run of its spec: the first validation at which its
 logloss reaches the cold run's final validation logloss, in steps and in training seconds
-(evaluation time excluded), and what the warm start carried over. The data and training
-settings come from the scaling preset's grid file (same world, same traffic), so both studies
-can share ``data/``.
+(evaluation time excluded), and what the warm start carried over.
+
+**Quality against training-data duration** (the paper's Figure 5), with ``durations``: for each
+``d``, a cold and a warm run (from the W1 model) train on the last ``d`` days of W2 only, with
+the grid's validation-driven schedule (best validated step restored), and are tested on the eval
+window: how many days of new data a warm start is worth. The data and training settings come
+from the scaling preset's grid file (same world, same traffic), so both studies can share
+``data/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from absl import logging
+from absl import app, flags, logging
 
 from cvr_tf import training
 from cvr_tf.features import default_spec, load_spec, spec_from_dict
 from cvr_tf.metrics import format_metric
-from experiments.scaling import Grid, GridError, load_grid, prepare_data, preset_path
+from experiments.grid import Grid, GridError, load_grid, preset_path
+from experiments.scaling import prepare_data
 
 DEFAULT_ADDED_FEATURE = {"name": "query_hashed", "kind": "categorical", "column": "query",
                          "hash_buckets": 4096, "embedding_dim": 8}
-# (first window days, second window days, eval_every_steps) per preset.
-PRESET_WINDOWS = {"small": (6, 3, 7), "full": (28, 7, 250)}
+# (first window days, second window days, eval_every_steps, durations) per preset.
+PRESET_WINDOWS = {"small": (6, 3, 7, (1, 2, 3)), "medium": (4, 4, 50, (1, 2, 4)),
+                  "full": (28, 7, 250, (1, 3, 7))}
 RUNS = ("cold", "warm", "cold_added_feature", "warm_added_feature")
 
 
@@ -56,6 +63,8 @@ class Study:
       first_days: length of W1. second_days: length of W2, which ends before the eval window.
       eval_every_steps: evaluation period of the runs on W2.
       added_feature: the feature (as in a spec file) the ``*_added_feature`` runs add.
+      durations: days of W2 (its last days) the duration runs train on, each at most
+        ``second_days``.
     """
 
     grid: Grid
@@ -64,18 +73,32 @@ class Study:
     eval_every_steps: int
     added_feature: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_ADDED_FEATURE))
+    durations: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not 1 <= d <= self.second_days for d in self.durations):
+            raise GridError(f"durations {list(self.durations)} must be between 1 and "
+                            f"second_days={self.second_days}")
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """``first``, :data:`RUNS`, then ``cold_<d>d`` and ``warm_<d>d`` per duration."""
+        return ("first", *RUNS, *(f"{start}_{d}d" for d in self.durations
+                                  for start in ("cold", "warm")))
 
     def config(self, run: str, data_dir: str, out: str) -> training.TrainConfig:
-        """The :class:`cvr_tf.training.TrainConfig` of ``first`` or one of :data:`RUNS`."""
+        """The :class:`cvr_tf.training.TrainConfig` of one of :attr:`runs`."""
         cell = self.grid.baseline
         first = run == "first"
-        days = self.first_days + self.second_days if first else self.second_days
+        duration = re.fullmatch(r"(cold|warm)_(\d+)d", run)
+        days = (self.first_days + self.second_days if first
+                else int(duration.group(2)) if duration else self.second_days)
         base = self.grid.train_config(dataclasses.replace(cell, train_days=days), data_dir,
                                       os.path.join(out, "runs", run))
         changes: dict[str, Any] = {}
         if first:  # W1 only: the days before W2
             changes["train_end"] = base.train_start + datetime.timedelta(days=self.first_days - 1)
-        else:
+        elif not duration:  # learning curves that run to the end
             changes.update(eval_every_steps=self.eval_every_steps, early_stopping_metric="none")
         if run.startswith("warm"):
             changes["warm_start_from"] = os.path.join(out, "runs", "first")
@@ -141,7 +164,7 @@ def run_study(study: Study, out: str, report: Callable[[str], None] = print) -> 
                             study.grid.training.get("feature_spec", ""))
     write_added_feature_spec(os.path.join(out, "added_feature_spec.json"), study.added_feature,
                              study.grid.training.get("feature_spec", ""))
-    configs = {run: study.config(run, data_dir, out) for run in ("first", *RUNS)}
+    configs = {run: study.config(run, data_dir, out) for run in study.runs}
     records: dict[str, Any] = {}
     for run, config in configs.items():
         metrics_path = os.path.join(config.model_dir, "metrics.json")
@@ -167,6 +190,13 @@ def run_study(study: Study, out: str, report: Callable[[str], None] = print) -> 
         "comparisons": {"warm": compare(records["cold"], records["warm"]),
                         "warm_added_feature": compare(records["cold_added_feature"],
                                                       records["warm_added_feature"])},
+        "durations": [{"days": d, "train_window": [str(configs[f"cold_{d}d"].train_start),
+                                                   str(configs[f"cold_{d}d"].train_end)],
+                       **{start: {"eval": records[f"{start}_{d}d"]["eval"],
+                                  "train_examples": records[f"{start}_{d}d"]["train_examples"],
+                                  "best_step": records[f"{start}_{d}d"]["best_step"]}
+                          for start in ("cold", "warm")}}
+                      for d in study.durations],
     }
 
 
@@ -187,34 +217,60 @@ def markdown_report(result: Mapping[str, Any]) -> str:
                      f"{c['cold_first_logloss']:.5f} / {c['warm_first_logloss']:.5f} | "
                      f"{format_metric(c['cold_final_map'])} / "
                      f"{format_metric(c['warm_final_map'])} |")
+    if result.get("durations"):
+        lines += ["", "| new data (days) | train examples | test mAP cold / warm | "
+                  "test AUC cold / warm | test logloss cold / warm |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for row in result["durations"]:
+            cold, warm = row["cold"]["eval"], row["warm"]["eval"]
+            lines.append(
+                f"| {row['days']} | {row['cold']['train_examples']:,} | "
+                f"{format_metric(cold['mean_average_precision'])} / "
+                f"{format_metric(warm['mean_average_precision'])} | "
+                f"{format_metric(cold['auc'])} / {format_metric(warm['auc'])} | "
+                f"{cold['logloss']:.5f} / {warm['logloss']:.5f} |")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESET_WINDOWS), default="small")
-    parser.add_argument("--grid", default="", help="grid file to take data and training from; "
-                        "default the preset's")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--first_days", type=int, default=0, help="W1 length (default: preset)")
-    parser.add_argument("--second_days", type=int, default=0, help="W2 length (default: preset)")
-    parser.add_argument("--eval_every_steps", type=int, default=0, help="default: preset")
-    parser.add_argument("--added_feature", default=json.dumps(DEFAULT_ADDED_FEATURE),
-                        help="the added feature, as JSON")
-    parser.add_argument("--results", default="", help="JSON path; default <out>/warmstart.json")
-    args = parser.parse_args(argv)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The job's flags, defined when it runs (not on import)."""
+    flags.DEFINE_enum("preset", "small", sorted(PRESET_WINDOWS), "Windows and grid preset.")
+    flags.DEFINE_string("grid", "", "Grid file to take data and training from; default the "
+                        "preset's.")
+    flags.DEFINE_string("out", None, "Data and model dirs go here.")
+    flags.DEFINE_integer("first_days", 0, "W1 length (default: the preset's).")
+    flags.DEFINE_integer("second_days", 0, "W2 length (default: the preset's).")
+    flags.DEFINE_integer("eval_every_steps", 0, "Validation period of the learning curves "
+                         "(default: the preset's).")
+    flags.DEFINE_list("durations", None, "Days of new data of the duration runs (default: the "
+                      "preset's); empty for none.")
+    flags.DEFINE_string("added_feature", json.dumps(DEFAULT_ADDED_FEATURE),
+                        "The added feature, as JSON.")
+    flags.DEFINE_string("results", "", "JSON path; default <out>/warmstart.json.")
+    flags.mark_flag_as_required("out")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
-    first, second, every = PRESET_WINDOWS[args.preset]
+    first, second, every, durations = PRESET_WINDOWS[FLAGS.preset]
+    if FLAGS.durations is not None:
+        durations = tuple(int(d) for d in FLAGS.durations)
     try:
-        study = Study(grid=load_grid(args.grid or preset_path(args.preset)),
-                      first_days=args.first_days or first, second_days=args.second_days or second,
-                      eval_every_steps=args.eval_every_steps or every,
-                      added_feature=json.loads(args.added_feature))
-        result = run_study(study, args.out, report=lambda line: print(line, flush=True))
+        study = Study(grid=load_grid(FLAGS.grid or preset_path(FLAGS.preset)),
+                      first_days=FLAGS.first_days or first,
+                      second_days=FLAGS.second_days or second,
+                      eval_every_steps=FLAGS.eval_every_steps or every,
+                      added_feature=json.loads(FLAGS.added_feature), durations=durations)
+        result = run_study(study, FLAGS.out, report=lambda line: print(line, flush=True))
     except (GridError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    path = args.results or os.path.join(args.out, "warmstart.json")
+    path = FLAGS.results or os.path.join(FLAGS.out, "warmstart.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
@@ -223,4 +279,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    define_flags()
+    app.run(main)

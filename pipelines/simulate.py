@@ -6,28 +6,32 @@
 writes the layout of a search team's log export::
 
     <output>/impressions/date=YYYY-MM-DD/part-00000.parquet   one row per (request, shown item)
-    <output>/conversions/date=YYYY-MM-DD/part-LLLLL.parquet   one row per purchase event, from
+    <output>/clicks/date=YYYY-MM-DD/part-LLLLL.parquet        one row per click event, from
                                                               impressions shown LLLLL days earlier
+    <output>/conversions/date=YYYY-MM-DD/part-LLLLL.parquet   one row per purchase event, likewise
 
-Conversions land on the date of their own timestamp, so those of the last simulated days are
-written to partitions after the range. Naming a conversion file by its impression day keeps every
-file the product of one simulated day: runs over days 0-13 and 14-27 write the same bytes as one
-run over 0-27. Each file is written under a hidden temporary name in its directory and renamed.
+Events land on the date of their own timestamp, so those of the last simulated days are written
+to partitions after the range. Naming an event file by its impression day keeps every file the
+product of one simulated day: runs over days 0-13 and 14-27 write the same bytes as one run over
+0-27. Each file is written under a hidden temporary name in its directory and renamed.
 
-Generative model (stated with its equations in :mod:`pipelines.simulator_world` and
-:mod:`pipelines.simulator_day`; narrated in ``pipelines/README.md``):
+Generative model (stated with its equations in :mod:`pipelines.simulator_world`,
+:mod:`pipelines.simulator_day`, :mod:`pipelines.simulator_funnel` and
+:mod:`pipelines.simulator_headroom`; narrated in ``pipelines/README.md``):
 
 - Queries, items and users have Zipf popularity; queries and items are evergreen or churn (born on a
-  day of the world, rising over days and fading over weeks), so the catalog drifts over months.
+  day of the world, rising over days and fading over weeks), so the catalog drifts over months; a
+  long tail of items with flat popularity takes a share of each day's traffic.
 - Queries and items mix latent topics; their latent vectors give the query-item affinity a = q . v,
   and their texts (queries and item titles) are drawn from the topics' shared terms.
 - Each request shows ``candidates_per_request`` items drawn from its query topic's pool by
   popularity and affinity, ordered by a noisy production ranker.
-- An impression converts with probability examine(position) * sigmoid(z), where z adds affinity,
-  item quality, query and user propensities, segment x price sensitivity, segment x brand tier and
-  a favourite brand per user and category, device main effects and a device x category interaction,
-  and day-of-week seasonality. Conversions follow after delays from minutes to 14 days; a few events
-  are logged twice.
+- Impression -> click -> conversion: a click with probability examine(position) * sigmoid(z_click)
+  (affinity, item quality, query, device), then a conversion with probability sigmoid(z_conv)
+  (price x segment, segment x brand tier, favourite brand, user propensity, device x category,
+  weekday, and headroom: a latent user x item preference, a pure three-way segment x device x
+  category cross, query intent x brand tier, long-tail item effects). Clicks follow within seconds
+  to minutes, conversions minutes to 14 days after their click; a few events are logged twice.
 
 Same config and seed give the same bytes: the world is drawn from the seed alone and day d's traffic
 from (seed, d), where d counts days from ``SimulatorConfig.world_start``.
@@ -49,53 +53,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import app, flags
 
-from pipelines.simulator_day import (
-    MS_PER_DAY,
-    DayLog,
-    check_candidates,
-    day_start_ms,
-    simulate_day,
+from cvr_tf import config_flags
+from pipelines.simulator_config import SimulatorConfig
+from pipelines.simulator_day import check_candidates, simulate_day
+from pipelines.simulator_tables import (
+    CLICK_GROUND_TRUTH_COLUMN,
+    CLICK_LABEL_COLUMN,
+    CLICK_SCHEMA,
+    CONVERSION_SCHEMA,
+    EVENT_KINDS,
+    GROUND_TRUTH_COLUMN,
+    IMPRESSION_SCHEMA,
+    LABEL_COLUMN,
+    POST_CLICK_GROUND_TRUTH_COLUMN,
+    events_tables,
+    impressions_table,
+    request_ids_of,
 )
-from pipelines.simulator_world import (
-    CATEGORIES,
-    DEVICES,
-    SEGMENTS,
-    SimulatorConfig,
-    World,
-    build_world,
-)
+from pipelines.simulator_world import World, build_world
 
-IMPRESSION_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("ts", pa.int64()),
-        ("user_id", pa.string()),
-        ("query", pa.string()),
-        ("item_id", pa.string()),
-        ("position", pa.int64()),
-        ("device", pa.string()),
-        ("item_category", pa.string()),
-        ("item_brand", pa.string()),
-        ("item_price", pa.float64()),
-        ("user_segment", pa.string()),
-        ("item_title", pa.string()),
-    ]
-)
-CONVERSION_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("item_id", pa.string()),
-        ("ts", pa.int64()),
-        ("quantity", pa.int64()),
-    ]
-)
-LABEL_COLUMN = "converted"
-GROUND_TRUTH_COLUMN = "true_cvr"
-
-_DEVICE_STRINGS = pa.array(DEVICES)
-_SEGMENT_STRINGS = pa.array(SEGMENTS)
-_CATEGORY_STRINGS = pa.array([name for name, _, _ in CATEGORIES])
-_CONVERSION_FILE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-(\d{5})\.parquet$")
+_EVENT_FILE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-(\d{5})\.parquet$")
 _TOP_QUERIES = 10
 _DEFAULT_CONFIG = SimulatorConfig()
 
@@ -106,6 +83,9 @@ class SimulationSummary:
 
     Attributes:
         impressions: Impression rows written.
+        clicks: Click events written (duplicated events included).
+        clicked_impressions: Impressions with at least one click event, at any delay.
+        click_rate: ``clicked_impressions / impressions``.
         conversions: Conversion events written (duplicated events included).
         converted_impressions: Impressions with at least one conversion event, at any delay.
         conversion_rate: ``converted_impressions / impressions``.
@@ -116,6 +96,9 @@ class SimulationSummary:
     """
 
     impressions: int
+    clicks: int
+    clicked_impressions: int
+    click_rate: float
     conversions: int
     converted_impressions: int
     conversion_rate: float
@@ -129,6 +112,9 @@ class SimulationSummary:
         return (
             f"days written:          {self.days_written}\n"
             f"impressions:           {self.impressions}\n"
+            f"click events:          {self.clicks}\n"
+            f"clicked impressions:   {self.clicked_impressions} "
+            f"(click rate {self.click_rate:.4f})\n"
             f"conversion events:     {self.conversions}\n"
             f"converted impressions: {self.converted_impressions} "
             f"(conversion rate {self.conversion_rate:.4f})\n"
@@ -136,81 +122,6 @@ class SimulationSummary:
             f"wall time:             {self.wall_seconds:.2f} s "
             f"({self.impressions_per_second:,.0f} impressions/s)"
         )
-
-
-def _date_of(world: World, day: int) -> datetime.date:
-    return world.config.world_start + datetime.timedelta(days=day)
-
-
-def _request_ids(world: World, log: DayLog) -> pa.Array:
-    """``r<YYYYMMDD>-<index>``: unique across days, ordered by time within a day."""
-    count = len(log.request_ts)
-    digits = np.char.zfill(np.arange(count).astype(str), max(6, len(str(count - 1))))
-    return pa.array(np.char.add(f"r{_date_of(world, log.day):%Y%m%d}-", digits))
-
-
-def impressions_table(world: World, log: DayLog, request_ids: pa.Array) -> pa.Table:
-    """The impressions of one day as an Arrow table of :data:`IMPRESSION_SCHEMA`.
-
-    Args:
-        world: The simulated world.
-        log: The day's traffic.
-        request_ids: The day's request ids (one per request).
-
-    Returns:
-        The table, plus ``converted`` (int64: a conversion within ``attribution_days``) when
-        ``with_label_column`` and ``true_cvr`` (float64) when ``with_ground_truth`` is configured.
-    """
-    config = world.config
-    request = np.repeat(np.arange(len(log.request_ts)), log.candidates)
-    columns = [
-        request_ids.take(request),
-        pa.array(log.request_ts[request]),
-        world.user_id_strings.take(log.request_user[request]),
-        world.query_strings.take(log.request_query[request]),
-        world.item_id_strings.take(log.item),
-        pa.array(log.position),
-        _DEVICE_STRINGS.take(log.request_device[request]),
-        _CATEGORY_STRINGS.take(world.item_category[log.item]),
-        world.brand_strings.take(world.item_brand[log.item]),
-        pa.array(world.item_price[log.item]),
-        _SEGMENT_STRINGS.take(world.user_segment[log.request_user[request]]),
-        world.item_title_strings.take(log.item),
-    ]
-    schema = IMPRESSION_SCHEMA
-    if config.with_label_column:
-        window_ms = config.attribution_days * MS_PER_DAY
-        attributed = log.converted & (log.conversion_delay_ms <= window_ms)
-        columns.append(pa.array(attributed.astype(np.int64)))
-        schema = schema.append(pa.field(LABEL_COLUMN, pa.int64()))
-    if config.with_ground_truth:
-        columns.append(pa.array(log.true_cvr))
-        schema = schema.append(pa.field(GROUND_TRUTH_COLUMN, pa.float64()))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def conversions_tables(world: World, log: DayLog, request_ids: pa.Array) -> dict[int, pa.Table]:
-    """The conversion events of one day's impressions, keyed by days from impression to event.
-
-    Returns:
-        ``{lag: table of CONVERSION_SCHEMA}`` for every lag with events, rows in time order.
-    """
-    lags = (log.event_ts - day_start_ms(world, log.day)) // MS_PER_DAY
-    bounds = np.searchsorted(lags, np.arange(lags.max() + 2)) if len(lags) else np.zeros(1, int)
-    tables = {}
-    for lag in np.flatnonzero(np.diff(bounds)):
-        rows = slice(bounds[lag], bounds[lag + 1])
-        event_row = log.event_row[rows]
-        tables[int(lag)] = pa.Table.from_arrays(
-            [
-                request_ids.take(event_row // log.candidates),
-                world.item_id_strings.take(log.item[event_row]),
-                pa.array(log.event_ts[rows]),
-                pa.array(log.event_quantity[rows]),
-            ],
-            schema=CONVERSION_SCHEMA,
-        )
-    return tables
 
 
 def _partition(output: pathlib.Path, kind: str, date: datetime.date, part: int) -> pathlib.Path:
@@ -233,16 +144,18 @@ def _write_parquet(table: pa.Table, path: pathlib.Path) -> None:
 def _existing_files(
     output: pathlib.Path, dates: Sequence[datetime.date]
 ) -> dict[datetime.date, list[pathlib.Path]]:
-    """Files already holding logs of each of ``dates``: its impressions, then its conversions."""
+    """Files already holding logs of each of ``dates``: its impressions, then its events."""
     existing = {
         date: sorted(output.glob(f"impressions/date={date}/part-*.parquet")) for date in dates
     }
-    for path in sorted(output.glob("conversions/date=*/part-*.parquet")):
-        match = _CONVERSION_FILE.search(path.as_posix())
-        if match:
-            origin = datetime.date.fromisoformat(match[1]) - datetime.timedelta(days=int(match[2]))
-            if origin in existing:
-                existing[origin].append(path)
+    for kind in EVENT_KINDS:
+        for path in sorted(output.glob(f"{kind}/date=*/part-*.parquet")):
+            match = _EVENT_FILE.search(path.as_posix())
+            if match:
+                lag = datetime.timedelta(days=int(match[2]))
+                origin = datetime.date.fromisoformat(match[1]) - lag
+                if origin in existing:
+                    existing[origin].append(path)
     return existing
 
 
@@ -315,26 +228,32 @@ def simulate_logs(
 
     world = build_world(config)
     check_candidates(world, candidates_per_request)
-    impressions = conversions = converted = 0
+    impressions = clicks = clicked = conversions = converted = 0
     request_counts = np.zeros(config.num_queries, dtype=np.int64)
     for offset, date in enumerate(dates):
         log = simulate_day(world, first + offset, requests_per_day, candidates_per_request)
-        request_ids = _request_ids(world, log)
+        ids = request_ids_of(world, log)
         written = [_partition(output, "impressions", date, 0)]
-        _write_parquet(impressions_table(world, log, request_ids), written[0])
-        for lag, table in conversions_tables(world, log, request_ids).items():
-            written.append(_partition(output, "conversions", date + datetime.timedelta(lag), lag))
-            _write_parquet(table, written[-1])
+        _write_parquet(impressions_table(world, log, ids), written[0])
+        for kind in EVENT_KINDS:
+            for lag, table in events_tables(world, log, ids, kind).items():
+                written.append(_partition(output, kind, date + datetime.timedelta(lag), lag))
+                _write_parquet(table, written[-1])
         for stale in set(existing[date]) - set(written):
             stale.unlink()
         impressions += len(log.item)
-        conversions += len(log.event_row)
-        converted += int(log.converted.sum())
+        clicks += len(log.funnel.click_row)
+        clicked += int(log.funnel.clicked.sum())
+        conversions += len(log.funnel.conversion_row)
+        converted += int(log.funnel.converted.sum())
         request_counts += np.bincount(log.request_query, minlength=config.num_queries)
 
     wall_seconds = time.perf_counter() - started
     return SimulationSummary(
         impressions=impressions,
+        clicks=clicks,
+        clicked_impressions=clicked,
+        click_rate=clicked / impressions,
         conversions=conversions,
         converted_impressions=converted,
         conversion_rate=converted / impressions,
@@ -354,8 +273,10 @@ def _is_iso_date(value: str) -> bool:
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines the job's flags (called by ``__main__`` only, so importing defines none)."""
-    defaults = _DEFAULT_CONFIG
+    """Defines the job's flags: the run's own, then one per :class:`SimulatorConfig` field.
+
+    Called by ``__main__`` only, so importing defines none.
+    """
     flags.DEFINE_string("output", None, "Root directory of the logs.", flag_values=flag_values)
     flags.mark_flag_as_required("output", flag_values=flag_values)
     flags.DEFINE_string(
@@ -363,7 +284,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_string(
         "world_start",
-        defaults.world_start.isoformat(),
+        _DEFAULT_CONFIG.world_start.isoformat(),
         "Day 0 of the simulated world, YYYY-MM-DD; changing it changes every day's logs.",
         flag_values=flag_values,
     )
@@ -378,30 +299,18 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         ("days", 14, "Consecutive days to simulate."),
         ("requests_per_day", 2000, "Search requests per day."),
         ("candidates_per_request", 20, "Items shown per request."),
-        ("num_items", defaults.num_items, "Catalog size over the world's range."),
-        ("num_queries", defaults.num_queries, "Distinct latent queries."),
-        ("num_users", defaults.num_users, "Users."),
-        ("num_topics", defaults.num_topics, "Latent topics."),
-        ("latent_dim", defaults.latent_dim, "Dimension of query and item latent vectors."),
-        ("attribution_days", defaults.attribution_days, "Window of the --with_label_column label."),
-        ("world_days", defaults.world_days, "Days in the world's range (changes the logs)."),
     )
     for name, default, help_text in integers:
         flags.DEFINE_integer(name, default, help_text, lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer(
-        "seed",
-        defaults.seed,
-        "Seed of the world and of each day's traffic.",
-        lower_bound=0,
+    flags.DEFINE_boolean(
+        "overwrite",
+        False,
+        "Replace logs of these dates that the output already holds.",
         flag_values=flag_values,
     )
-    booleans = (
-        ("with_label_column", "Add 'converted' (int64 0/1: a conversion within attribution_days)."),
-        ("with_ground_truth", "Add 'true_cvr' (float64: probability of an eventual conversion)."),
-        ("overwrite", "Replace logs of these dates that the output already holds."),
-    )
-    for name, help_text in booleans:
-        flags.DEFINE_boolean(name, False, help_text, flag_values=flag_values)
+    config_flags.define_flags(SimulatorConfig, skip=("world_start",), flag_values=flag_values)
+    # --helpshort lists the knobs as this job's flags.
+    flags.adopt_module_key_flags(config_flags, flag_values=flag_values)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -409,40 +318,40 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     values = flags.FLAGS
-    config = SimulatorConfig(
-        seed=values.seed,
-        num_items=values.num_items,
-        num_queries=values.num_queries,
-        num_users=values.num_users,
-        num_topics=values.num_topics,
-        latent_dim=values.latent_dim,
-        attribution_days=values.attribution_days,
-        with_label_column=values.with_label_column,
-        with_ground_truth=values.with_ground_truth,
-        world_start=datetime.date.fromisoformat(values.world_start),
-        world_days=values.world_days,
-    )
-    summary = simulate_logs(
-        values.output,
-        datetime.date.fromisoformat(values.start_date),
-        values.days,
-        values.requests_per_day,
-        values.candidates_per_request,
-        config,
-        overwrite=values.overwrite,
-    )
+    try:
+        config = config_flags.build(
+            SimulatorConfig,
+            values,
+            world_start=datetime.date.fromisoformat(values.world_start),
+        )
+        summary = simulate_logs(
+            values.output,
+            datetime.date.fromisoformat(values.start_date),
+            values.days,
+            values.requests_per_day,
+            values.candidates_per_request,
+            config,
+            overwrite=values.overwrite,
+        )
+    except (ValueError, FileExistsError) as error:
+        raise app.UsageError(str(error)) from None
     print(summary)
 
 
 __all__ = [
+    "CLICK_GROUND_TRUTH_COLUMN",
+    "CLICK_LABEL_COLUMN",
+    "CLICK_SCHEMA",
     "CONVERSION_SCHEMA",
+    "EVENT_KINDS",
     "GROUND_TRUTH_COLUMN",
     "IMPRESSION_SCHEMA",
     "LABEL_COLUMN",
+    "POST_CLICK_GROUND_TRUTH_COLUMN",
     "SimulationSummary",
     "SimulatorConfig",
-    "conversions_tables",
     "define_flags",
+    "events_tables",
     "impressions_table",
     "main",
     "simulate_logs",

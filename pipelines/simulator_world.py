@@ -15,17 +15,27 @@ and another topic c2. Its latent vector is
 and its text is distinct terms, each drawn from c1 with probability w (else from c2) by term weight
 until it has its length (queries 1-4 terms, item titles 3-7; rarely fewer, when draws repeat). So
 the query-item affinity a = q . v (in [-1, 1]) shows in the term space that queries and titles
-share.
+share. A query with a latent intent (:mod:`pipelines.simulator_headroom`) starts with an intent
+word, a word of no topic.
 
 Catalog. ``num_brands`` two-syllable brand names spread evenly over the 20 categories, each with a
 tier (value 35 %, standard 45 %, premium 20 %) and a Zipf(1) weight inside its category. An item's
 category is its primary topic's; its brand is drawn by brand weight inside that category; its price
 is category base price * tier multiplier (0.6, 1.0, 1.9) * LogNormal(0, 0.35), rounded to cents;
-its quality, an item-level logit offset, is N(0, 0.5^2).
+its quality, an offset of the click logit, is N(0, 0.5^2).
+
+Long tail. On top of the ``num_items`` head items, round(``long_tail_ratio`` * ``num_items``)
+long-tail items are drawn the same way, with three differences: none is evergreen, their base
+popularity is flat (on each day the listed long tail shares ``long_tail_share`` of the day's item
+popularity, in proportion to the members' lifecycle shapes), and each joins only its primary
+topic's retrieval pool. Their ids mix with the head's (``i<index>``, indices shuffled). Each is
+shown a few times a day at most, yet together they take a real share of the traffic, and their
+own post-click effects (:mod:`pipelines.simulator_headroom`) pay only a model that holds them in
+its vocabulary.
 
 Users. A segment (budget 35 %, mainstream 45 %, premium 20 %), a primary device (mobile 50 %, app
-30 %, desktop 20 %), a buying propensity N(0, 0.3^2) and, in each category, a favourite brand drawn
-by brand weight.
+30 %, desktop 20 %), a buying propensity N(0, 0.3^2) (an offset of the post-click logit) and, in
+each category, a favourite brand drawn by brand weight.
 
 Popularity and lifecycles. Queries, items and users have Zipf weights r^-s over a random rank order
 r (exponents ``*_zipf_exponent``). A fraction of queries and of items is evergreen (constant
@@ -45,43 +55,26 @@ over topics so that every topic can always fill a result page.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-# (name, base price in currency units, mobile lean in [-1, 1]: >0 converts better on mobile).
-CATEGORIES: tuple[tuple[str, float, float], ...] = (
-    ("apparel", 40.0, 1.0),
-    ("shoes", 70.0, 0.8),
-    ("beauty", 25.0, 0.9),
-    ("jewelry", 120.0, 0.6),
-    ("toys", 30.0, 0.4),
-    ("baby", 35.0, 0.5),
-    ("books", 15.0, 0.2),
-    ("grocery", 8.0, 0.3),
-    ("pets", 25.0, 0.1),
-    ("health", 20.0, 0.2),
-    ("sports", 60.0, -0.1),
-    ("home", 80.0, -0.2),
-    ("kitchen", 50.0, -0.1),
-    ("garden", 60.0, -0.3),
-    ("music", 20.0, 0.0),
-    ("office", 30.0, -0.5),
-    ("tools", 70.0, -0.6),
-    ("automotive", 90.0, -0.7),
-    ("electronics", 250.0, -0.9),
-    ("computers", 700.0, -1.0),
+from pipelines.simulator_config import (
+    BRAND_TIER_PRICE_MULTIPLIER,
+    BRAND_TIER_SHARES,
+    BRAND_TIERS,
+    CATEGORIES,
+    DEVICE_SHARES,
+    DEVICES,
+    SEGMENT_SHARES,
+    SEGMENTS,
+    SYLLABLES,
+    SimulatorConfig,
 )
-SEGMENTS = ("budget", "mainstream", "premium")
-SEGMENT_SHARES = (0.35, 0.45, 0.20)
-BRAND_TIERS = ("value", "standard", "premium")
-BRAND_TIER_SHARES = (0.35, 0.45, 0.20)
-BRAND_TIER_PRICE_MULTIPLIER = (0.6, 1.0, 1.9)
-DEVICES = ("mobile", "app", "desktop")
-DEVICE_SHARES = (0.5, 0.3, 0.2)
+from pipelines.simulator_headroom import Headroom, build_headroom
 
-_SYLLABLES = np.array([c + v for c in "bdfghklmnprstvz" for v in "aeiou"])
+_SYLLABLES = np.array(SYLLABLES)
 _LATENT_NOISE = 0.35
 _CHURN_BIRTH_LEAD_DAYS = 365
 _CHURN_BOOST = 4.0
@@ -89,100 +82,6 @@ _DELISTED_AFTER_FADES = 4.0
 _EXTRA_TEXT_DRAWS = 4
 _QUERY_LENGTH_SHARES = (0.25, 0.40, 0.25, 0.10)
 _WORLD_STREAM = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulatorConfig:
-    """Every knob of the simulated world and of its log columns.
-
-    Attributes:
-        seed: Seed of the world and (with the day ordinal) of each day's traffic.
-        num_items: Catalog size over the world's whole range (live items at any day are fewer).
-        num_queries: Distinct latent queries over the world's range.
-        num_users: Users.
-        num_topics: Latent topics; topic ``c`` belongs to category ``c mod 20``.
-        num_terms: Words of the shared query/title vocabulary.
-        num_brands: Brands, spread evenly over the 20 categories (at least 20, at most 5625).
-        latent_dim: Dimension ``K`` of the query and item latent vectors.
-        item_zipf_exponent: Exponent ``s`` of item base popularity ``rank**-s``.
-        query_zipf_exponent: Exponent of query base popularity.
-        user_zipf_exponent: Exponent of user activity.
-        evergreen_item_fraction: Share of items with constant popularity (the rest churn).
-        evergreen_query_fraction: Share of queries with constant popularity.
-        item_fade_days: Median fade time of churning items, in days.
-        query_fade_days: Median fade time of churning queries, in days.
-        base_logit: Intercept of the conversion logit (sets the overall conversion rate).
-        duplicate_rate: Probability that a conversion event is logged twice.
-        attribution_days: Window of the optional ``converted`` label column.
-        with_label_column: Add ``converted`` (int64 0/1) to the impressions.
-        with_ground_truth: Add ``true_cvr`` (float64, probability of an eventual conversion).
-        world_start: Day ordinal 0 of the world; simulated dates must not precede it.
-        world_days: Length of the world's range; simulated dates must fall inside it.
-    """
-
-    seed: int = 0
-    num_items: int = 50_000
-    num_queries: int = 20_000
-    num_users: int = 100_000
-    num_topics: int = 100
-    num_terms: int = 5_000
-    num_brands: int = 400
-    latent_dim: int = 16
-    item_zipf_exponent: float = 1.0
-    query_zipf_exponent: float = 0.9
-    user_zipf_exponent: float = 0.8
-    evergreen_item_fraction: float = 0.3
-    evergreen_query_fraction: float = 0.7
-    item_fade_days: float = 40.0
-    query_fade_days: float = 90.0
-    base_logit: float = -3.3
-    duplicate_rate: float = 0.03
-    attribution_days: int = 3
-    with_label_column: bool = False
-    with_ground_truth: bool = False
-    world_start: datetime.date = datetime.date(2026, 1, 1)
-    world_days: int = 365
-
-    def __post_init__(self) -> None:
-        minimums = {
-            "seed": 0,
-            "num_items": 1,
-            "num_queries": 1,
-            "num_users": 1,
-            "num_topics": 2,
-            "num_brands": len(CATEGORIES),
-            "latent_dim": 1,
-            "attribution_days": 1,
-            "world_days": 1,
-        }
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise ValueError(
-                    f"SimulatorConfig.{name}={getattr(self, name)} must be >= {minimum}."
-                )
-        if self.num_brands > len(_SYLLABLES) ** 2:
-            raise ValueError(
-                f"SimulatorConfig.num_brands={self.num_brands} exceeds the {len(_SYLLABLES) ** 2} "
-                "distinct two-syllable brand names; lower it."
-            )
-        if not self.num_topics <= self.num_terms <= len(_SYLLABLES) ** 3:
-            raise ValueError(
-                f"SimulatorConfig.num_terms={self.num_terms} must be between num_topics="
-                f"{self.num_topics} (one word per topic) and {len(_SYLLABLES) ** 3}."
-            )
-        for name in ("evergreen_item_fraction", "evergreen_query_fraction", "duplicate_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"SimulatorConfig.{name}={getattr(self, name)} must be in [0, 1).")
-        positive = (
-            "item_zipf_exponent",
-            "query_zipf_exponent",
-            "user_zipf_exponent",
-            "item_fade_days",
-            "query_fade_days",
-        )
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SimulatorConfig.{name}={getattr(self, name)} must be > 0.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +167,7 @@ class World:
     item_price: np.ndarray
     item_quality: np.ndarray
     item_lifecycle: Lifecycle
+    item_long_tail: np.ndarray
     item_id_strings: pa.Array
     item_title_strings: pa.Array
     topic_pool_items: np.ndarray
@@ -281,11 +181,27 @@ class World:
     user_activity: np.ndarray
     user_favourite_brand: np.ndarray
     user_id_strings: pa.Array
+    headroom: Headroom
 
     def topic_pool(self, topic: int) -> np.ndarray:
-        """Items whose primary or secondary topic is ``topic`` (the retrieval pool)."""
+        """The retrieval pool of ``topic``: head items whose primary or secondary topic it is,
+        and long-tail items whose primary topic it is."""
         start, end = self.topic_pool_offsets[topic], self.topic_pool_offsets[topic + 1]
         return self.topic_pool_items[start:end]
+
+    def item_popularity(self, day: int) -> np.ndarray:
+        """Unnormalized popularity of every item on day ordinal ``day``.
+
+        The long tail's members share ``long_tail_share`` of the day's total in proportion to
+        their lifecycle shapes.
+        """
+        popularity = self.item_lifecycle.popularity(day)
+        tail = popularity[self.item_long_tail]
+        tail_total, head_total = tail.sum(), popularity.sum() - tail.sum()
+        if tail_total > 0:
+            share = self.config.long_tail_share
+            popularity[self.item_long_tail] = tail * (share / (1 - share) * head_total / tail_total)
+        return popularity
 
 
 def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -340,20 +256,29 @@ def _texts(
     weight: np.ndarray,
     lengths: np.ndarray,
     term_sampler: SegmentedSampler,
-    terms: np.ndarray,
+    vocabulary: pa.Array,
+    first: np.ndarray | None = None,
 ) -> pa.Array:
-    """Space-joined distinct terms, each from the primary topic with probability ``weight``."""
+    """Space-joined distinct terms, each from the primary topic with probability ``weight``.
+
+    ``first`` (if given) is a vocabulary index per text to put before its terms, -1 for none.
+    """
     slots = int(lengths.max()) + _EXTRA_TEXT_DRAWS
     from_primary = rng.random((len(lengths), slots)) < weight[:, None]
     slot_topic = np.where(from_primary, topics[:, :1], topics[:, 1:])
     chosen = term_sampler.sample(rng, slot_topic)
-    text, kept = terms[chosen[:, 0]], np.ones(len(lengths), dtype=np.int64)
+    keep = np.ones(chosen.shape, dtype=bool)
+    kept = np.ones(len(lengths), dtype=np.int64)
     for slot in range(1, slots):
         repeated = (chosen[:, :slot] == chosen[:, slot : slot + 1]).any(axis=1)
-        keep = (kept < lengths) & ~repeated
-        text = np.where(keep, np.char.add(np.char.add(text, " "), terms[chosen[:, slot]]), text)
-        kept += keep
-    return pa.array(text)
+        keep[:, slot] = (kept < lengths) & ~repeated
+        kept += keep[:, slot]
+    if first is not None:
+        chosen = np.concatenate([first[:, None], chosen], axis=1)
+        keep = np.concatenate([(first >= 0)[:, None], keep], axis=1)
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+    words = pa.ListArray.from_arrays(pa.array(offsets), vocabulary.take(chosen[keep]))
+    return pc.binary_join(words, " ")
 
 
 def _lifecycle(
@@ -363,10 +288,15 @@ def _lifecycle(
     fade_days: float,
     rise_days: tuple[float, float],
     world_days: int,
+    flat: np.ndarray | None = None,
 ) -> Lifecycle:
+    """Zipf base popularity over a random rank order (base 1 where ``flat``) and lifecycles."""
     n = len(evergreen)
+    base = np.ones(n)
+    zipf = np.ones(n, dtype=bool) if flat is None else ~flat
+    base[zipf] = _zipf_weights(rng, int(zipf.sum()), exponent)
     return Lifecycle(
-        base=_zipf_weights(rng, n, exponent),
+        base=base,
         evergreen=evergreen,
         birth=rng.integers(-_CHURN_BIRTH_LEAD_DAYS, world_days, size=n),
         rise=rng.uniform(*rise_days, size=n),
@@ -383,7 +313,6 @@ def build_world(config: SimulatorConfig) -> World:
     topic_category = np.arange(num_topics) % num_categories
 
     codes = rng.choice(len(_SYLLABLES) ** 3, size=config.num_terms, replace=False)
-    terms = _words(codes, 3)
     term_topic = rng.permutation(np.arange(config.num_terms) % num_topics)
     term_sampler = SegmentedSampler(
         1.0 / _rank_in_segment(term_topic), term_topic, num_topics, "terms per topic"
@@ -413,23 +342,27 @@ def build_world(config: SimulatorConfig) -> World:
         world_days=config.world_days,
     )
 
-    # Deal primary topics and evergreen status round-robin, then shuffle, so that every topic
-    # holds floor or ceil(evergreen items / num_topics) evergreen items.
-    order = rng.permutation(config.num_items)
-    item_primary = np.empty(config.num_items, dtype=np.int64)
-    item_primary[order] = np.arange(config.num_items) % num_topics
-    item_evergreen = np.empty(config.num_items, dtype=bool)
-    item_evergreen[order] = np.arange(config.num_items) < round(
+    # Deal primary topics, evergreen status and the long tail round-robin, then shuffle, so that
+    # every topic holds floor or ceil(evergreen items / num_topics) evergreen items, and as many
+    # long-tail items; the long tail comes last in the deal, so it holds no evergreen item.
+    num_items = config.num_items + config.long_tail_items
+    order = rng.permutation(num_items)
+    item_primary = np.empty(num_items, dtype=np.int64)
+    item_primary[order] = np.arange(num_items) % num_topics
+    item_evergreen = np.empty(num_items, dtype=bool)
+    item_evergreen[order] = np.arange(num_items) < round(
         config.evergreen_item_fraction * config.num_items
     )
+    item_long_tail = np.empty(num_items, dtype=bool)
+    item_long_tail[order] = np.arange(num_items) >= config.num_items
     item_topics, item_weight = _topic_mixtures(rng, item_primary, num_topics)
     item_category = topic_category[item_primary]
     item_brand = brand_sampler.sample(rng, item_category)
     base_price = np.array([price for _, price, _ in CATEGORIES])[item_category]
     tier_multiplier = np.array(BRAND_TIER_PRICE_MULTIPLIER)[brand_tier[item_brand]]
-    lognormal = np.exp(0.35 * rng.standard_normal(config.num_items))
+    lognormal = np.exp(0.35 * rng.standard_normal(num_items))
     item_price = np.maximum(np.round(base_price * tier_multiplier * lognormal, 2), 0.5)
-    item_quality = 0.5 * rng.standard_normal(config.num_items)
+    item_quality = 0.5 * rng.standard_normal(num_items)
     item_lifecycle = _lifecycle(
         rng,
         evergreen=item_evergreen,
@@ -437,16 +370,28 @@ def build_world(config: SimulatorConfig) -> World:
         fade_days=config.item_fade_days,
         rise_days=(2.0, 10.0),
         world_days=config.world_days,
+        flat=item_long_tail,
     )
-    # Each item joins the retrieval pools of its two topics.
-    pool_topic = item_topics.T.reshape(-1)
+    # A head item joins the retrieval pools of its two topics, a long-tail item its primary's.
+    pool_item = np.concatenate([np.arange(num_items), np.flatnonzero(~item_long_tail)])
+    pool_topic = np.concatenate([item_topics[:, 0], item_topics[~item_long_tail, 1]])
     pool_order = np.argsort(pool_topic, kind="stable")
     query_vectors = _latent(rng, query_topics, query_weight, topic_vectors)
     query_bias = 0.3 * rng.standard_normal(config.num_queries)
-    query_strings = _texts(rng, query_topics, query_weight, query_lengths, term_sampler, terms)
+    # A query with an intent starts with its intent word (vocabulary index num_terms + word).
+    headroom = build_headroom(config, item_long_tail, codes)
+    vocabulary = pa.array(_words(np.concatenate([codes, headroom.intent_word_codes]), 3))
+    intent_word = np.where(
+        headroom.query_intent_word >= 0, config.num_terms + headroom.query_intent_word, -1
+    )
+    query_strings = _texts(
+        rng, query_topics, query_weight, query_lengths, term_sampler, vocabulary, intent_word
+    )
     item_vectors = _latent(rng, item_topics, item_weight, topic_vectors)
-    title_lengths = rng.integers(3, 8, size=config.num_items)
-    item_title_strings = _texts(rng, item_topics, item_weight, title_lengths, term_sampler, terms)
+    title_lengths = rng.integers(3, 8, size=num_items)
+    item_title_strings = _texts(
+        rng, item_topics, item_weight, title_lengths, term_sampler, vocabulary
+    )
 
     user_segment = rng.choice(len(SEGMENTS), size=config.num_users, p=SEGMENT_SHARES)
     user_device = rng.choice(len(DEVICES), size=config.num_users, p=DEVICE_SHARES)
@@ -469,9 +414,10 @@ def build_world(config: SimulatorConfig) -> World:
         item_price=item_price,
         item_quality=item_quality,
         item_lifecycle=item_lifecycle,
-        item_id_strings=_ids("i", config.num_items),
+        item_id_strings=_ids("i", num_items),
+        item_long_tail=item_long_tail,
         item_title_strings=item_title_strings,
-        topic_pool_items=np.tile(np.arange(config.num_items), 2)[pool_order],
+        topic_pool_items=pool_item[pool_order],
         topic_pool_offsets=np.searchsorted(pool_topic[pool_order], np.arange(num_topics + 1)),
         min_evergreen_pool=int(
             np.bincount(item_topics[item_evergreen].reshape(-1), minlength=num_topics).min()
@@ -484,4 +430,5 @@ def build_world(config: SimulatorConfig) -> World:
         user_activity=user_activity,
         user_favourite_brand=user_favourite_brand.reshape(config.num_users, num_categories),
         user_id_strings=_ids("u", config.num_users),
+        headroom=headroom,
     )

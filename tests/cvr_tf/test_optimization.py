@@ -14,6 +14,9 @@ from tests.cvr_tf.test_model import SPEC, VOCABS, _batch
 
 
 def _model(**optimization):
+    """A small model compiled with ``optimization``; its tables follow ``--optimizer`` unless
+    told otherwise (their own default, Lazy Adam, is pinned by test_lazy_adam.py)."""
+    optimization.setdefault("embedding_optimizer", "")
     keras.backend.clear_session()
     keras.utils.set_random_seed(3)
     model = build_model(SPEC, VOCABS, ModelConfig(backbone="mlp"))

@@ -58,6 +58,16 @@ def test_purely_additive_grid_fits_exactly_and_is_supported():
     for factor, truth in (("backbone", BACKBONE), ("embedding", EMBEDDING), ("data", DATA)):
         assert analysis["effects"][factor] == pytest.approx(truth, abs=1e-12)
     assert analysis["noise_sigma"] == pytest.approx(0.002)  # sqrt(8e-6 / 2 dof)
+    # Power: 2 sigma sqrt(1 / n_joint + sum 1 / n_single + (k - 1)^2 / n_base), the baseline
+    # run 3 times and every other cell once.
+    bands = {len(j["scaled"]): j["noise_band"] for j in analysis["joint"]}
+    assert bands[2] == pytest.approx(2 * 0.002 * math.sqrt(1 + 2 + 1 / 3))
+    assert bands[3] == pytest.approx(2 * 0.002 * math.sqrt(1 + 3 + 4 / 3))
+    assert analysis["smallest_detectable_interaction"] == pytest.approx(bands[2])
+    assert analysis["largest_predicted_joint_change"] == pytest.approx(0.03 + 0.01 + 0.06)
+    assert "the design detects interactions beyond ±0.73%" in analysis["verdict"]
+    table = additivity.power_table([analysis])
+    assert table.splitlines()[-1] == "| map_gain | 0.20% | ±0.73% | 10.00% | Supported |"
     joint = analysis["joint"]
     assert len(joint) == 4  # three pairs and the triple of the corner
     assert all(j["deviation"] == pytest.approx(0.0, abs=1e-12) for j in joint)

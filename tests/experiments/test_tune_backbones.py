@@ -8,7 +8,8 @@ import math
 import pytest
 
 from cvr_tf.backbones import parse_backbone_options
-from experiments import scaling
+from experiments import ceiling
+from experiments import grid as grid_lib
 from experiments import tune_backbones as tune
 
 
@@ -115,7 +116,7 @@ def test_before_rows_are_the_scaling_rows_of_the_tuned_cells_on_the_same_window(
              {**base, "backbone": "dcnv2", "backbone_scale": 1.0, "train_days": 12},
              {**base, "backbone": "dcnv2", "backbone_scale": 1.0, "seed": 1}]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    baseline = scaling.Cell("dcnv2", 1.0, 1.0, 3)
+    baseline = grid_lib.Cell("dcnv2", 1.0, 1.0, 3)
     rows = tune.before_rows(str(path), baseline)
     assert [(r["backbone"], r["backbone_scale"], r["seed"]) for r in rows] == [
         ("dhen", 2.0, 0), ("dcnv2", 1.0, 1)]
@@ -133,7 +134,7 @@ def test_extending_a_sweep_needs_the_same_schedule(tmp_path):
 
 
 def test_run_config_applies_the_setting_over_the_grid():
-    grid = scaling.load_grid(scaling.preset_path("small"))
+    grid = grid_lib.load_grid(grid_lib.preset_path("small"))
     cell = tune.sweep_cells(grid)[-1]
     assert (cell.backbone, cell.backbone_scale, cell.train_days) == ("dhen", 2.0, 3)
     setting = tune.Setting(dropout=0.1, learning_rate=0.001, embedding_l2=1e-4)
@@ -151,7 +152,7 @@ def test_the_applied_defaults_are_the_sweeps_choice():
     settings are what experiments/results/tuning_small.json chose."""
     with open(tune.SWEEP_RESULTS, encoding="utf-8") as handle:
         sweep = json.load(handle)
-    grid = scaling.load_grid(scaling.preset_path("small"))
+    grid = grid_lib.load_grid(grid_lib.preset_path("small"))
     for backbone, dropout in sweep["chosen"]["dropout"].items():
         assert parse_backbone_options(backbone)[1].dropout == dropout, backbone
     for key in tune.GRID_WIDE:
@@ -166,7 +167,7 @@ def test_the_applied_defaults_are_the_sweeps_choice():
 
 
 def test_tiny_run_and_its_bayes_ceiling_on_the_same_rows(simulated_spans, tmp_path):
-    grid = scaling.grid_from_dict({
+    grid = grid_lib.grid_from_dict({
         "data": {"eval_start": simulated_spans.day(4).isoformat(), "eval_days": 2,
                  "requests_per_day": 300, "candidates_per_request": 10, "world": {}},
         "training": {"batch_size": 128, "log_every_steps": 50},
@@ -181,9 +182,13 @@ def test_tiny_run_and_its_bayes_ceiling_on_the_same_rows(simulated_spans, tmp_pa
     row = tune.run_row(grid.baseline, tune.Setting(0.1, 0.002), record)
     assert row["dropout"] == 0.1 and row["test"] == {
         k: record["eval"][k] for k in ("auc", "logloss", "mean_average_precision", "group_auc")}
-    ceiling = tune.bayes_ceiling(grid, str(tmp_path))
-    assert ceiling["examples"] == record["eval"]["examples"] == 6000
-    assert ceiling["positive_rate"] == record["eval"]["positive_rate"]
-    assert 0.5 < ceiling["auc"] <= 1.0
+    bayes = ceiling.bayes_ceiling(grid.data, str(tmp_path))
+    assert bayes["examples"] == record["eval"]["examples"] == 6000
+    assert bayes["positive_rate"] == record["eval"]["positive_rate"]
+    assert 0.5 < bayes["auc"] <= 1.0
+    gaps = ceiling.gaps(record["eval"], bayes)
+    assert gaps["auc"] == pytest.approx(bayes["auc"] - record["eval"]["auc"])
+    assert gaps["logloss"] == pytest.approx(record["eval"]["logloss"] - bayes["logloss"])
+    assert ceiling.bayes_ceiling(grid.data, str(tmp_path)) == bayes  # cached, same world
     with pytest.raises(tune.TuningError, match="another config"):
         tune.run_once(dataclasses.replace(config, seed=3))

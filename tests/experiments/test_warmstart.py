@@ -6,7 +6,8 @@ import json
 import pytest
 
 from cvr_tf.features import FeatureSpecError, load_spec
-from experiments import scaling, warmstart
+from experiments import warmstart
+from experiments.grid import grid_from_dict
 from tests.experiments.test_scaling import TINY_GRID
 
 
@@ -16,7 +17,7 @@ def _curve(*points):
 
 
 def test_windows_and_settings_of_the_runs():
-    study = warmstart.Study(grid=scaling.grid_from_dict(TINY_GRID), first_days=3, second_days=2,
+    study = warmstart.Study(grid=grid_from_dict(TINY_GRID), first_days=3, second_days=2,
                             eval_every_steps=5)
     first = study.config("first", "/data", "/out")
     cold = study.config("cold", "/data", "/out")
@@ -29,6 +30,23 @@ def test_windows_and_settings_of_the_runs():
     assert cold.warm_start_from == "" and warm.warm_start_from == "/out/runs/first"
     assert cold.feature_spec == "" and warm.feature_spec == "/out/added_feature_spec.json"
     assert warm.model_dir == "/out/runs/warm_added_feature"
+
+
+def test_duration_runs_train_on_the_last_days_of_the_second_window():
+    study = warmstart.Study(grid=grid_from_dict(TINY_GRID), first_days=3, second_days=2,
+                            eval_every_steps=5, durations=(1, 2))
+    assert study.runs[5:] == ("cold_1d", "warm_1d", "cold_2d", "warm_2d")
+    cold, warm = study.config("cold_1d", "/data", "/out"), study.config("warm_1d", "/data", "/out")
+    day = datetime.date
+    assert (cold.train_start, cold.train_end) == (day(2026, 2, 4), day(2026, 2, 4))
+    assert (warm.train_start, warm.train_end) == (cold.train_start, cold.train_end)
+    assert warm.warm_start_from == "/out/runs/first" and cold.warm_start_from == ""
+    # The grid's own validation-driven schedule, not the learning curves' fixed one.
+    assert warm.early_stopping_metric == cold.early_stopping_metric != "none"
+    assert warm.eval_every_steps == 0
+    with pytest.raises(warmstart.GridError, match="durations \\[3\\] must be between 1 and"):
+        warmstart.Study(grid=grid_from_dict(TINY_GRID), first_days=3, second_days=2,
+                        eval_every_steps=5, durations=(3,))
 
 
 def test_reach_and_compare():
