@@ -78,12 +78,13 @@ def test_a_click_space_model_selected_on_clicks(funnel_spans, tmp_path):
 
 
 def test_continue_and_warm_start_keep_working(esmm_run, tmp_path):
-    config, _ = esmm_run
+    config, record = esmm_run
     copy = str(tmp_path / "copy")
     shutil.copytree(config.model_dir, copy)
     more = training.train(dataclasses.replace(config, model_dir=copy, steps=10,
                                               continue_training=True))
-    assert more["resumed_from_step"] == 8 and more["train_steps"] == 10
+    # --continue trains on from the final checkpoint: the selected step.
+    assert more["resumed_from_step"] == record["best_step"] and more["train_steps"] == 10
     warm = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "warm"), steps=2,
                                               warm_start_from=config.model_dir))
     report = warm["warm_start"]

@@ -1,5 +1,8 @@
 """The multi-task demo on planted funnel logs: per-task metrics beside the single-task model."""
 
+import os
+import shutil
+
 from experiments import demo
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from tests.conftest import write_synthetic_clicks
@@ -11,6 +14,7 @@ TINY = SimulatorConfig(num_items=600, num_queries=200, num_users=500, num_topics
 def test_the_multitask_demo_prints_every_task_beside_the_single_task_model(tmp_path, capsys):
     logs = str(tmp_path / "logs")
     simulate_logs(logs, demo.FIRST_DAY, 3, 100, 10, TINY)
+    shutil.rmtree(os.path.join(logs, "clicks"), ignore_errors=True)  # planted clicks instead
     write_synthetic_clicks(logs)
     demo.run_multitask(str(tmp_path), days=3, requests_per_day=100, candidates=10, seed=0)
     out = capsys.readouterr().out

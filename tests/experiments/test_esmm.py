@@ -1,6 +1,8 @@
 """The ESMM experiment end to end on planted funnel logs, and its table."""
 
 import math
+import os
+import shutil
 
 import numpy as np
 
@@ -16,6 +18,7 @@ TINY = SimulatorConfig(num_items=600, num_queries=200, num_users=500, num_topics
 def test_the_experiment_runs_on_funnel_logs_it_is_given(tmp_path):
     logs = str(tmp_path / "logs")
     simulate_logs(logs, esmm.FIRST_DAY, 3, 120, 10, TINY)
+    shutil.rmtree(os.path.join(logs, "clicks"), ignore_errors=True)  # planted clicks instead
     write_synthetic_clicks(logs)
     rows = esmm.run(str(tmp_path), 3, 120, 10, seeds=1, batch_size=128, epochs=1,
                     arms=["esmm", "click_only"])
