@@ -7,7 +7,8 @@ those logs with a model's served probabilities (each task's, for a multi-task mo
 the logs, and :func:`truth_metrics` compares predictions with a truth column:
 
     calibration_vs_truth = sum_i p_i / sum_i t_i
-    rank_correlation     = Pearson correlation of the ranks of p and t (Spearman's rho)
+    rank_correlation     = Pearson correlation of the ranks of p and t (Spearman's rho; None
+                           when either is constant)
     kl_to_truth          = mean_i [t_i log(t_i / p_i) + (1 - t_i) log((1 - t_i) / (1 - p_i))]
 
 The last is the log loss a model pays over the Bayes-optimal one, in expectation over the
@@ -63,9 +64,11 @@ def truth_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     t = np.clip(np.asarray(truth, np.float64), _EPS, 1 - _EPS)
     if len(p) == 0:
         return {"calibration_vs_truth": None, "rank_correlation": None, "kl_to_truth": None}
-    ranks = np.corrcoef(pd.Series(p).rank().to_numpy(), pd.Series(t).rank().to_numpy())[0, 1]
+    ranks = [pd.Series(values).rank().to_numpy() for values in (p, t)]
+    constant = any(np.all(r == r[0]) for r in ranks)  # no rank correlation to speak of
     kl = t * np.log(t / p) + (1 - t) * np.log((1 - t) / (1 - p))
-    return {"calibration_vs_truth": float(p.sum() / t.sum()), "rank_correlation": float(ranks),
+    return {"calibration_vs_truth": float(p.sum() / t.sum()),
+            "rank_correlation": None if constant else float(np.corrcoef(*ranks)[0, 1]),
             "kl_to_truth": float(kl.mean())}
 
 

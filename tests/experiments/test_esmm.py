@@ -36,6 +36,7 @@ def test_truth_metrics_by_hand():
     assert math.isclose(got["calibration_vs_truth"], 0.7 / 0.6)
     kl = [0.2 * math.log(0.2 / p) + 0.8 * math.log(0.8 / (1 - p)) for p in (0.1, 0.2, 0.4)]
     assert math.isclose(got["kl_to_truth"], sum(kl) / 3)
+    assert got["rank_correlation"] is None  # a constant truth ranks nothing
     ranked = truth_metrics(np.array([0.1, 0.3, 0.2]), np.array([0.01, 0.5, 0.2]))
     assert math.isclose(ranked["rank_correlation"], 1.0)
 
