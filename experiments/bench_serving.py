@@ -4,22 +4,30 @@
 Exports (untrained models of the default spec, :mod:`experiments.serving_exports`):
 ``dcnv2_dense`` (in-graph batching of the dense part, embedding lookups in the request thread),
 ``dcnv2_none`` (no batching), ``dcnv2_whole`` (the whole model batched), ``dhen_dense`` (DHEN at
-scale 1, ~8x the dense FLOPs), ``dhen_none`` and ``dhen_dense_xla`` (the dense part compiled
-with XLA).
+scale 1, ~8x the dense FLOPs) and ``dhen_none``, and the same two with the backbone in bfloat16
+(``dhen_dense_bf16``, ``dhen_none_bf16``: ``serving.export --dense_precision=bfloat16``).
+``--variants`` picks among them and ``dhen_dense_xla`` (the dense part compiled with XLA, padded
+to :data:`XLA_BATCH_SIZES`).
 
 * In-process (:mod:`experiments.inprocess_load`): each export's ``serving_default`` loaded here
   and called from ``--threads`` request threads at each offered QPS of ``--qps`` (open loop,
   Poisson arrivals, latency from the intended send time), climbing until a model stops keeping
-  up (:func:`experiments.serving_sweep.sweep`). bf16 has its own probe,
-  :mod:`experiments.bench_bf16`, since its graph rewrite is process-wide.
-* The targets of issue 16 (printed at the end of the in-process part): dhen p99 <= 1.5x dcnv2
-  p99 at a QPS that dcnv2 sustains and unbatched dhen does not; dhen batched >= 2x unbatched
-  throughput at equal or lower p99. Also each batched model's dense-part GFLOP/s at its best
-  point against the matmul peak measured in this run (:mod:`experiments.matmul_peak`).
-* gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 and dhen
-  (batched, unbatched); the same sweep through it gives the local server's own figures, and
-  sequential Predicts vs in-process calls of the same signature give its overhead per request
-  (median latency difference, and the server's CPU ms per request).
+  up (:func:`experiments.serving_sweep.sweep`). TensorFlow's thread pools are sized as
+  tensorflow_model_server's ``--tensorflow_intra_op_parallelism`` /
+  ``--tensorflow_inter_op_parallelism`` would size them (``--intra_op_threads``,
+  ``--inter_op_threads``; 0 lets TensorFlow choose, as the server does by default).
+* The targets of issue 16 (printed at the end of the in-process part): each batched dhen export's
+  p99 <= 1.5x batched dcnv2's p99 at a QPS that dcnv2 sustains and the dhen export's unbatched
+  twin (same precision) does not; each batched dhen export >= 2x its unbatched twin's throughput
+  at equal or lower p99. Also every export's dense-part GFLOP/s at its best point against the
+  fp32 and bf16 matmul peaks measured in this run (:mod:`experiments.matmul_peak`), and, before
+  the sweep, the dense part alone of each unbatched export at 100, 400 and 1,600 rows a call
+  (:mod:`experiments.dense_scan`): what batching can gain there, and its GFLOP/s.
+  ``--eight_x`` names the batched dhen export of the summary tables and the plot.
+* gRPC: one ``python -m serving.server`` subprocess on 127.0.0.1 serves dcnv2 (batched,
+  unbatched, whole) and the ``--eight_x`` export; the same sweep through it gives the local
+  server's own figures, and sequential Predicts vs in-process calls of the same signature give its
+  overhead per request (median latency difference, and the server's CPU ms per request).
 
 Batching defaults for 2 CPU cores and 100-row requests, from TF Serving's CPU advice and
 measured here: a zero batch timeout (a lone request never waits; under load requests pile up
@@ -32,6 +40,7 @@ Prints markdown tables and writes every point and summary as JSON (``--out``)::
 
     python -m experiments.bench_serving [--qps 50,100,...] [--duration_s 3] [--threads 16]
         [--max_batch_size 1600] [--batch_timeout_micros 0] [--num_batch_threads 1]
+        [--intra_op_threads 0] [--inter_op_threads 0] [--variants ...] [--eight_x ...]
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from absl import app, flags
 
 from cvr_tf.compat import tf
 from experiments import serving_report, serving_sweep
+from experiments.dense_scan import dense_scan, scan_table
 from experiments.inprocess_load import run_inprocess_load
 from experiments.matmul_peak import matmul_peak_gflops
 from experiments.serving_exports import Variant, export_variants, request_features
@@ -68,13 +78,20 @@ from serving.loadtest import run_load
 XLA_BATCH_SIZES = (100, 200, 400, 800, 1600)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_START_TIMEOUT_S = 600.0
+BF16 = "bfloat16"
 VARIANTS = (Variant("dcnv2_dense", "dcnv2", "dense"), Variant("dcnv2_none", "dcnv2", "none"),
             Variant("dcnv2_whole", "dcnv2", "whole"), Variant("dhen_dense", "dhen", "dense"),
             Variant("dhen_none", "dhen", "none"),
-            Variant("dhen_dense_xla", "dhen", "dense", jit_compile_dense=True,
-                    allowed_batch_sizes=XLA_BATCH_SIZES))
-BATCHED, UNBATCHED, WHOLE, EIGHT_X, EIGHT_X_UNBATCHED, EIGHT_X_XLA = (v.name for v in VARIANTS)
-GRPC_MODELS = (BATCHED, UNBATCHED, WHOLE, EIGHT_X)
+            Variant("dhen_dense_bf16", "dhen", "dense", dense_precision=BF16),
+            Variant("dhen_none_bf16", "dhen", "none", dense_precision=BF16))
+XLA_VARIANT = Variant("dhen_dense_xla", "dhen", "dense", jit_compile_dense=True,
+                      allowed_batch_sizes=XLA_BATCH_SIZES)
+(BATCHED, UNBATCHED, WHOLE, EIGHT_X, EIGHT_X_UNBATCHED, EIGHT_X_BF16,
+ EIGHT_X_BF16_UNBATCHED) = (v.name for v in VARIANTS)
+EIGHT_X_XLA = XLA_VARIANT.name
+# Each batched 8x export, and the unbatched export of the same precision it is judged against.
+EIGHT_X_TWINS = {EIGHT_X: EIGHT_X_UNBATCHED, EIGHT_X_BF16: EIGHT_X_BF16_UNBATCHED,
+                 EIGHT_X_XLA: EIGHT_X_UNBATCHED}
 RATIO_TARGET, THROUGHPUT_TARGET = 1.5, 2.0
 
 Point = serving_sweep.Point
@@ -135,20 +152,21 @@ def dense_utilization(points: Sequence[Point], models: Mapping[str, Mapping[str,
     return rows
 
 
-def latency_target(points: Sequence[Point], eight_x_names: Sequence[str]) -> list[dict[str, Any]]:
-    """At each QPS that dcnv2 (batched) sustains and unbatched dhen does not (or never reached):
-    each batched dhen variant's p99 over dcnv2's, against :data:`RATIO_TARGET`."""
+def latency_target(points: Sequence[Point],
+                   twins: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each batched dhen export's p99 over batched dcnv2's, against :data:`RATIO_TARGET`, at
+    each QPS that dcnv2 sustains and the dhen export's unbatched twin (``twins[name]``, the same
+    precision) does not sustain or never reached."""
     by_model: dict[str, dict[float, Point]] = {}
     for point in points:
         by_model.setdefault(point["model"], {})[point["target_qps"]] = point
     rows = []
     for qps, base in sorted(by_model.get(BATCHED, {}).items()):
-        unbatched = by_model.get(EIGHT_X_UNBATCHED, {}).get(qps)
-        if not base["sustained"] or (unbatched is not None and unbatched["sustained"]):
+        if not base["sustained"]:
             continue
-        for name in eight_x_names:
-            other = by_model.get(name, {}).get(qps)
-            if other is None:
+        for name, twin in twins.items():
+            other, unbatched = (by_model.get(n, {}).get(qps) for n in (name, twin))
+            if other is None or twin not in by_model or (unbatched and unbatched["sustained"]):
                 continue
             ratio = other["latency_ms"]["p99"] / base["latency_ms"]["p99"]
             rows.append({"qps": qps, "model": name, "dcnv2_p99_ms": base["latency_ms"]["p99"],
@@ -308,6 +326,17 @@ flags.DEFINE_float("p99_budget_ms", 50.0, "Fixed p99 budget of the throughput co
 flags.DEFINE_integer("max_batch_size", 1600, "In-graph batching: largest request and batch.")
 flags.DEFINE_integer("batch_timeout_micros", 0, "In-graph batching timeout.")
 flags.DEFINE_integer("num_batch_threads", 1, "In-graph batching threads.")
+flags.DEFINE_integer("intra_op_threads", 0,
+                     "TensorFlow's intra-op threads, as tensorflow_model_server's "
+                     "--tensorflow_intra_op_parallelism (0: TensorFlow's choice, the cores).")
+flags.DEFINE_integer("inter_op_threads", 0,
+                     "TensorFlow's inter-op threads, as tensorflow_model_server's "
+                     "--tensorflow_inter_op_parallelism (0: TensorFlow's choice, the cores).")
+flags.DEFINE_list("variants", [v.name for v in VARIANTS],
+                  f"Exports to measure, among {', '.join(v.name for v in VARIANTS)} and "
+                  f"{XLA_VARIANT.name} (XLA, padded to {XLA_BATCH_SIZES}).")
+flags.DEFINE_enum("eight_x", EIGHT_X_BF16, list(EIGHT_X_TWINS),
+                  "The batched dhen export of the summaries and the plot.")
 flags.DEFINE_integer("overhead_calls", 300, "Sequential calls of the server-overhead probe.")
 flags.DEFINE_integer("vocabulary_limit", None, "Cap every vocabulary (smoke runs only).")
 flags.DEFINE_bool("grpc", True, "Also run the gRPC part against the local server.")
@@ -327,53 +356,71 @@ def run_inprocess(models: Mapping[str, Mapping[str, Any]],
     measure = inprocess_measure(functions, requests, FLAGS.threads, FLAGS.timeout_s)
     points = serving_sweep.sweep(measure, list(functions), qps, FLAGS.duration_s,
                                  FLAGS.timeout_s)
-    eight_x = (EIGHT_X, EIGHT_X_XLA)
+    twins = {name: twin for name, twin in EIGHT_X_TWINS.items() if name in models}
     summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
-                                      EIGHT_X, EIGHT_X_UNBATCHED)
+                                      FLAGS.eight_x, twins.get(FLAGS.eight_x))
     summary["dhen_variants_batched_vs_unbatched"] = {
         name: serving_sweep.compare_at_equal_p99(
             [p for p in points if p["model"] == name],
-            [p for p in points if p["model"] == EIGHT_X_UNBATCHED], FLAGS.p99_budget_ms)
-        for name in eight_x}
+            [p for p in points if p["model"] == twin], FLAGS.p99_budget_ms)
+        for name, twin in twins.items()}
     return {"points": points, **summary,
-            "latency_target": latency_target(points, eight_x),
-            "dense_utilization": dense_utilization(points, models, (BATCHED, WHOLE, *eight_x))}
+            "latency_target": latency_target(points, twins),
+            "dense_utilization": dense_utilization(points, models, list(models))}
 
 
 def run_grpc(export_base: str, models: Mapping[str, Mapping[str, Any]], workdir: str,
              requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
     """The gRPC sweep through one local server, and its overhead over in-process calls."""
     config = os.path.join(export_base, export.MODELS_CONFIG)
-    with server_process(config, list(models), os.path.join(workdir, "server.log")) as server:
-        points = serving_sweep.sweep(grpc_measure(server, requests, FLAGS.timeout_s),
-                                     list(GRPC_MODELS), [float(q) for q in FLAGS.grpc_qps],
-                                     FLAGS.duration_s, FLAGS.timeout_s)
+    names = [name for name in (BATCHED, UNBATCHED, WHOLE, FLAGS.eight_x) if name in models]
+    with server_process(config, names, os.path.join(workdir, "server.log")) as server:
+        points = serving_sweep.sweep(grpc_measure(server, requests, FLAGS.timeout_s), names,
+                                     [float(q) for q in FLAGS.grpc_qps], FLAGS.duration_s,
+                                     FLAGS.timeout_s)
         overheads = [server_overhead(server, name, models[name]["path"], requests[0],
                                      FLAGS.overhead_calls) for name in (UNBATCHED, BATCHED)]
     summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
-                                      EIGHT_X)
+                                      FLAGS.eight_x)
     return {"points": points, **summary, "server_overhead": overheads}
 
 
 def _target_lines(inprocess: Mapping[str, Any]) -> list[str]:
     lines = [f"Targets (in-process): dhen p99 <= {RATIO_TARGET}x dcnv2 p99 at a QPS dcnv2 "
-             "sustains and unbatched dhen does not", "",
+             "sustains and unbatched dhen (same precision) does not", "",
              "| QPS | model | dcnv2 p99 ms | p99 ms | sustained | ratio | met |",
              "| ---: | --- | ---: | ---: | --- | ---: | --- |"]
     lines += [f"| {r['qps']:g} | {r['model']} | {r['dcnv2_p99_ms']:.1f} | {r['p99_ms']:.1f} | "
               f"{r['sustained']} | {r['p99_ratio']} | {r['met']} |"
               for r in inprocess["latency_target"]]
-    lines += ["", f"dhen batched >= {THROUGHPUT_TARGET}x unbatched throughput at equal or lower "
-              "p99 (budget: unbatched dhen's p99 at its best point):", ""]
+    lines += ["", f"dhen batched >= {THROUGHPUT_TARGET}x unbatched throughput (same precision) "
+              "at equal or lower p99 (budget: unbatched dhen's p99 at its best point):", ""]
     for name, rows in inprocess["dhen_variants_batched_vs_unbatched"].items():
         ratio = rows[0]["throughput_ratio"] if rows else None
-        lines.append(f"- {name}: " + (f"{ratio:.2f}x (within {rows[0]['p99_budget_ms']:.1f} ms)"
-                                      if ratio else "no comparable points"))
+        met = "met" if ratio and ratio >= THROUGHPUT_TARGET else "not met"
+        lines.append(f"- {name} vs {EIGHT_X_TWINS[name]}: " + (
+            f"{ratio:.2f}x (within {rows[0]['p99_budget_ms']:.1f} ms), {met}" if ratio
+            else "no comparable points"))
     return lines
+
+
+def _variants() -> list[Variant]:
+    known = {variant.name: variant for variant in (*VARIANTS, XLA_VARIANT)}
+    unknown = sorted(set(FLAGS.variants) - set(known))
+    if unknown or BATCHED not in FLAGS.variants or FLAGS.eight_x not in FLAGS.variants:
+        raise app.UsageError(
+            f"--variants={','.join(FLAGS.variants)} must name {BATCHED} (the baseline) and "
+            f"--eight_x={FLAGS.eight_x}, among {', '.join(known)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return [known[name] for name in FLAGS.variants]
 
 
 def main(argv: list[str]) -> None:
     del argv
+    variants = _variants()
+    # Before TensorFlow runs its first op: thread pools are sized once per process.
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     batching = signatures.BatchingConfig(
         max_batch_size=FLAGS.max_batch_size, batch_timeout_micros=FLAGS.batch_timeout_micros,
         num_batch_threads=FLAGS.num_batch_threads, allowed_batch_sizes=())
@@ -384,13 +431,15 @@ def main(argv: list[str]) -> None:
           f"GFLOP/s; load average {load_before}", flush=True)
     with contextlib.ExitStack() as stack:
         workdir = FLAGS.workdir or stack.enter_context(tempfile.TemporaryDirectory())
-        export_base, models = export_variants(workdir, batching, VARIANTS,
+        export_base, models = export_variants(workdir, batching, variants,
                                               vocabulary_limit=FLAGS.vocabulary_limit)
-        ratio = (models[EIGHT_X]["dense_flops_per_example"]
+        ratio = (models[FLAGS.eight_x]["dense_flops_per_example"]
                  / models[BATCHED]["dense_flops_per_example"])
         print(f"exported in {time.perf_counter() - started:.0f} s; dense-part FLOPs per example "
               f"dhen / dcnv2: {ratio:.2f}x", flush=True)
         requests = request_features(FLAGS.candidates, vocabulary_limit=FLAGS.vocabulary_limit)
+        scans = {name: dense_scan(model["path"], model["dense_flops_per_example"])
+                 for name, model in models.items() if model["scope"] == "none"}
         inprocess = run_inprocess(models, requests, [float(q) for q in FLAGS.qps])
         load_middle = _load_averages()
         grpc_part = run_grpc(export_base, models, workdir, requests) if FLAGS.grpc else None
@@ -399,7 +448,8 @@ def main(argv: list[str]) -> None:
           f"per request; load average (1/5/15 min) {load_before} before, {load_middle} after "
           f"the in-process part, {load_after} after\n")
     lines = serving_report.summary_tables(inprocess, ratio, "In-process")
-    lines += ["", *serving_report.utilization_table(inprocess["dense_utilization"], peaks), "",
+    lines += ["", *scan_table(scans, peaks), "",
+              *serving_report.utilization_table(inprocess["dense_utilization"], peaks), "",
               *_target_lines(inprocess)]
     if grpc_part:
         lines += ["", *serving_report.summary_tables(grpc_part, ratio, "gRPC (local server)"),
@@ -414,12 +464,15 @@ def main(argv: list[str]) -> None:
             "wall_seconds": round(time.perf_counter() - started, 1),
             "matmul_peak_gflops": peaks, "candidates": FLAGS.candidates,
             "threads": FLAGS.threads, "batching": dataclasses.asdict(batching),
+            "tensorflow_threads": {"intra_op": FLAGS.intra_op_threads,
+                                   "inter_op": FLAGS.inter_op_threads},
+            "eight_x": FLAGS.eight_x,
             "models": {name: {k: v for k, v in model.items() if k != "path"}
                        for name, model in models.items()},
             "dense_flops_ratio_dhen_vs_dcnv2": round(ratio, 3),
             "in_process": inprocess, "grpc": grpc_part,
             # The plot's series: the in-process figures, which transfer to TF Serving.
-            "p99_vs_qps": inprocess["p99_vs_qps"],
+            "p99_vs_qps": inprocess["p99_vs_qps"], "dense_scan": scans,
         }, handle, indent=1)
     print(f"\nwrote {FLAGS.out}")
 

@@ -58,8 +58,10 @@ def run_inprocess_load(
 
     Args:
       function: a signature function of a loaded SavedModel (keyword tensors -> outputs).
-      requests: raw request columns to cycle through; each is converted to tensors on every
-        call, as the server converts each request's protos.
+      requests: raw request columns to cycle through. They are converted to tensors once, up
+        front: tensorflow_model_server parses a request's protos into tensors in C++ in tens of
+        microseconds, while converting 100-row numpy object arrays from Python costs ~0.13 ms a
+        request, a cost of this harness and not of the model.
       qps: offered requests per second.
       duration_s: how long requests are released; the run ends when all are answered.
       threads: request threads (TF Serving runs many; they wait on the batch queue, not CPU).
@@ -74,6 +76,8 @@ def run_inprocess_load(
     if qps <= 0 or duration_s <= 0 or threads < 1:
         raise ValueError(f"qps={qps}, duration_s={duration_s} and threads={threads} must be > 0")
     offsets = _arrival_times(qps, duration_s, arrival, seed)
+    tensors = [{name: tf.constant(values) for name, values in request.items()}
+               for request in requests]
     pending: queue.SimpleQueue[tuple[float, int] | None] = queue.SimpleQueue()
     lock = threading.Lock()
     latencies: list[float] = []
@@ -83,7 +87,7 @@ def run_inprocess_load(
     def work() -> None:
         while (item := pending.get()) is not None:
             intended, index = item
-            features = requests[index % len(requests)]
+            features = tensors[index % len(tensors)]
             error = None
             try:
                 for value in function(**features).values():

@@ -212,12 +212,15 @@ def plot_warmstart_durations(result: Mapping[str, Any], path: str) -> str | None
 
 
 def plot_serving(result: Mapping[str, Any], path: str) -> None:
-    """p99 vs offered QPS: batched vs unbatched, and dcnv2 (1x) vs dhen (~8x FLOPs)."""
+    """p99 vs offered QPS: dcnv2 batched vs unbatched, and dcnv2 (1x) vs dhen (~8x FLOPs),
+    batched and (where measured) unbatched."""
     series = result["p99_vs_qps"]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     panels = ((axes[0], ("batched", "unbatched"), "dcnv2: batched vs unbatched"),
-              (axes[1], ("dcnv2", "dhen"), "batched: dcnv2 (1x) vs dhen (~8x FLOPs)"))
+              (axes[1], ("dcnv2", "dhen", "dhen_unbatched"),
+               "dcnv2 (1x, batched) vs dhen (~8x FLOPs)"))
     for axis, names, title in panels:
+        names = [name for name in names if name in series]
         for name in names:
             points = series.get(name, [])
             axis.plot([q for q, _ in points], [p99 for _, p99 in points], marker="o", label=name)

@@ -23,14 +23,16 @@ from serving import export, signatures, warmup
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One export of the benchmark: a backbone, an in-graph batching scope, XLA or not, and
-    padded batch sizes that replace the run's (``None`` keeps them)."""
+    """One export of the benchmark: a backbone, an in-graph batching scope, XLA or not, the
+    dense part's precision, and padded batch sizes that replace the run's (``None`` keeps
+    them)."""
 
     name: str
     backbone: str
     scope: str
     jit_compile_dense: bool = False
     allowed_batch_sizes: tuple[int, ...] | None = None
+    dense_precision: str = "float32"
 
 
 def synthetic_vocabularies(spec: FeatureSpec, limit: int | None = None) -> dict[str, list[str]]:
@@ -61,8 +63,8 @@ def export_variants(
 
     Returns:
         The export base (its ``models.config`` lists every variant) and, per variant, its
-        version directory (``path``), backbone, scope, XLA flag, FLOPs per example and
-        parameters.
+        version directory (``path``), backbone, scope, XLA flag, precision, FLOPs per example
+        and parameters.
     """
     spec = default_spec()
     vocabularies = synthetic_vocabularies(spec, vocabulary_limit)
@@ -81,10 +83,12 @@ def export_variants(
                     allowed_batch_sizes=batching.allowed_batch_sizes
                     if variant.allowed_batch_sizes is None else variant.allowed_batch_sizes),
                 dense_device="cpu",
-                jit_compile_dense=variant.jit_compile_dense),
+                jit_compile_dense=variant.jit_compile_dense,
+                dense_precision=variant.dense_precision),
             "backbone": variant.backbone,
             "scope": variant.scope,
             "jit_compile_dense": variant.jit_compile_dense,
+            "dense_precision": variant.dense_precision,
             "backbone_flops_per_example": model.backbone.flops_per_example,
             "dense_flops_per_example": model.dense_flops_per_example,
             "dense_params": model.dense_parameter_count,
@@ -93,10 +97,21 @@ def export_variants(
     return export_base, exported
 
 
+# The default spec's columns that one search request shares: its user, device and query.
+REQUEST_COLUMNS = ("user_id", "user_segment", "device", "query")
+
+
 def request_features(candidates: int, count: int = 32, vocabulary_limit: int | None = None,
                      seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """``count`` requests of ``candidates`` rows of raw serving columns (vocabulary tokens)."""
+    """``count`` search requests of ``candidates`` rows of raw serving columns (vocabulary
+    tokens): the :data:`REQUEST_COLUMNS` hold one value per request, as a search request's
+    candidates share its user and query; the item columns vary by row."""
     spec = default_spec()
     vocabularies = synthetic_vocabularies(spec, vocabulary_limit)
-    return [warmup.synthetic_features(spec, vocabularies, candidates, seed=seed + index)
-            for index in range(count)]
+    requests = []
+    for index in range(count):
+        columns = warmup.synthetic_features(spec, vocabularies, candidates, seed=seed + index)
+        for column in REQUEST_COLUMNS:
+            columns[column] = np.repeat(columns[column][:1], candidates)
+        requests.append(columns)
+    return requests

@@ -31,14 +31,17 @@ def sustained(point: Mapping[str, Any]) -> bool:
 
 
 def sweep(measure: Measure, model_names: Sequence[str], qps_levels: Sequence[float],
-          duration_s: float, timeout_s: float,
-          log: Callable[[str], None] = _print) -> list[Point]:
+          duration_s: float, timeout_s: float, log: Callable[[str], None] = _print,
+          retries: int = 1) -> list[Point]:
     """Climbs the QPS ladder with every model until each stops keeping up.
 
     At each QPS every model still climbing runs once, in an order rotated per level so that
-    background load on a shared machine spreads over the models. A model stops climbing after
-    an unsustained point or a p99 over :data:`STOP_P99_MS`; the sweep then waits ``timeout_s``
-    (every request's deadline) so that the overload's leftovers do not disturb the next point.
+    background load on a shared machine spreads over the models. A point that does not keep up
+    (unsustained, or a p99 over :data:`STOP_P99_MS`) is measured again, up to ``retries``
+    times, after waiting ``timeout_s`` (every request's deadline) so that the overload's
+    leftovers are gone: on a shared machine another job's burst can stall one point. The last
+    attempt is the point (the earlier ones are kept in its ``retried``); if it still does not
+    keep up, the model stops climbing.
 
     Args:
       measure: ``(model, qps, duration_s, seed) -> point``, one open-loop point.
@@ -47,9 +50,10 @@ def sweep(measure: Measure, model_names: Sequence[str], qps_levels: Sequence[flo
       duration_s: seconds per point (longer at low QPS: at least :data:`MIN_REQUESTS`).
       timeout_s: the requests' deadline.
       log: where the per-point line goes.
+      retries: attempts after a point that does not keep up.
 
     Returns:
-        Every measured point, in the order measured.
+        Every model's point at each QPS it ran, in the order measured.
     """
     climbing, points = list(model_names), []
     for level, qps in enumerate(qps_levels):
@@ -57,17 +61,26 @@ def sweep(measure: Measure, model_names: Sequence[str], qps_levels: Sequence[flo
             break
         shift = level % len(climbing)
         for name in climbing[shift:] + climbing[:shift]:
-            point = measure(name, qps, max(duration_s, MIN_REQUESTS / qps), level)
-            point["sustained"] = sustained(point)
+            attempts: list[Point] = []
+            while True:
+                point = measure(name, qps, max(duration_s, MIN_REQUESTS / qps), level)
+                point["sustained"] = sustained(point)
+                latency = point["latency_ms"]
+                log(f"{name:<12} {qps:>6g} QPS: {point['requests_per_s']:7.1f} req/s, p50 "
+                    f"{latency['p50']:7.1f} ms, p99 {latency['p99']:7.1f} ms, errors "
+                    f"{point['errors'] or 0}, CPU {point['cpu_ms_per_request']:.2f} ms/request, "
+                    f"load {point['load_average_1m']}" + (" (retry)" if attempts else ""))
+                keeps_up = point["sustained"] and latency["p99"] <= STOP_P99_MS
+                if not keeps_up:
+                    time.sleep(timeout_s)
+                if keeps_up or len(attempts) == retries:
+                    break
+                attempts.append(point)
+            if attempts:
+                point["retried"] = [brief(attempt) for attempt in attempts]
             points.append(point)
-            latency = point["latency_ms"]
-            log(f"{name:<12} {qps:>6g} QPS: {point['requests_per_s']:7.1f} req/s, p50 "
-                f"{latency['p50']:7.1f} ms, p99 {latency['p99']:7.1f} ms, errors "
-                f"{point['errors'] or 0}, CPU {point['cpu_ms_per_request']:.2f} ms/request, "
-                f"load {point['load_average_1m']}")
-            if not point["sustained"] or latency["p99"] > STOP_P99_MS:
+            if not keeps_up:
                 climbing.remove(name)
-                time.sleep(timeout_s)
     return points
 
 
@@ -163,7 +176,9 @@ def summarize(points: Sequence[Point], p99_budget_ms: float, batched: str, unbat
         "decoupled_vs_whole": p99_ratios(series[batched], series[whole]),
         "dhen_vs_dcnv2": p99_ratios(series[batched], series[eight_x]),
         "p99_vs_qps": {"batched": p99s(batched), "unbatched": p99s(unbatched),
-                       "dcnv2": p99s(batched), "dhen": p99s(eight_x)},
+                       "dcnv2": p99s(batched), "dhen": p99s(eight_x),
+                       **({"dhen_unbatched": p99s(eight_x_unbatched)}
+                          if eight_x_unbatched in series else {})},
         "series": {name: p99s(name) for name in sorted(series)},
         **({"dhen_batched_vs_unbatched": compare_at_equal_p99(
             series[eight_x], series[eight_x_unbatched], p99_budget_ms)}

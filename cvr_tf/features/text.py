@@ -49,18 +49,21 @@ class TextFeature(LookupFeature):
             self.fail(f"max_tokens must be positive, got {self.max_tokens}")
 
     def embed(self, x: Any, table: Any, lookup: Any) -> Any:
+        """The pooled field of each value, each distinct value tokenized once (a query repeats
+        over its request's candidates)."""
         from cvr_tf.compat import tf
         from cvr_tf.tokenizer import tokenize
 
-        ids = lookup(tokenize(x, self.max_tokens))
+        distinct = tf.unique(x)
+        ids = lookup(tokenize(distinct.y, self.max_tokens))
         vectors = tf.nn.embedding_lookup(table, ids.flat_values)
         summed = tf.math.unsorted_segment_sum(vectors, ids.value_rowids(), ids.nrows())
         count = tf.cast(tf.maximum(ids.row_lengths(), 1), tf.float32)[:, None]
         if self.combiner == "mean":
-            return summed / count
-        if self.combiner == "sqrtn":
-            return summed / tf.sqrt(count)
-        return summed
+            summed = summed / count
+        elif self.combiner == "sqrtn":
+            summed = summed / tf.sqrt(count)
+        return tf.gather(summed, distinct.idx)
 
     def vocabulary_tokens(self, values: Any) -> Any:
         """Every token of the non-null values (the tokenizer drops empty tokens and splits at

@@ -19,6 +19,7 @@ from cvr_tf.layers.attention import FieldSelfAttention
 from cvr_tf.layers.cross import cross_cost
 from cvr_tf.layers.mask import MaskBlock
 from cvr_tf.layers.mlp import MLP
+from cvr_tf.layers.norm import LayerNorm
 
 MODULES = ("cross", "mask", "attention", "mlp")
 COMBINES = ("concat", "sum")
@@ -145,7 +146,7 @@ class DHENLayer(keras.layers.Layer):
             else None
         )
         self._shortcut = self._linear("shortcut") if width != self._output_dim else None
-        self._norm = keras.layers.LayerNormalization(name="norm")
+        self._norm = LayerNorm(name="norm")
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.flops import Cost, dense_cost, layer_norm_cost
 from cvr_tf.layers.mlp import MLP
+from cvr_tf.layers.norm import LayerNorm
 
 
 def _check_reduction_ratio(reduction_ratio: float) -> float:
@@ -162,7 +163,7 @@ class MaskBlock(keras.layers.Layer):
         on_embeddings = hidden_shape is None
         masked_width = int((embedding_shape if on_embeddings else hidden_shape)[-1])
         self._input_norm = (
-            keras.layers.LayerNormalization(name="input_norm") if on_embeddings else None
+            LayerNorm(name="input_norm") if on_embeddings else None
         )
         self._mask = InstanceGuidedMask(
             masked_width, self._reduction_ratio, kernel_initializer=self._kernel_initializer,
@@ -172,7 +173,7 @@ class MaskBlock(keras.layers.Layer):
             self._units, use_bias=False, kernel_initializer=self._kernel_initializer,
             name="dense",
         )
-        self._output_norm = keras.layers.LayerNormalization(name="output_norm")
+        self._output_norm = LayerNorm(name="output_norm")
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor | Sequence[tf.Tensor]) -> tf.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.flops import Cost, dense_cost, layer_norm_cost
+from cvr_tf.layers.norm import LayerNorm
 
 
 @register_keras_serializable(package="cvr_tf")
@@ -68,7 +69,7 @@ class MLP(keras.layers.Layer):
             for i, width in enumerate(units)
         ]
         self._norms = (
-            [keras.layers.LayerNormalization(name=f"layer_norm_{i}") for i in range(len(units))]
+            [LayerNorm(name=f"layer_norm_{i}") for i in range(len(units))]
             if use_layer_norm
             else []
         )

@@ -58,6 +58,17 @@ def test_exact_outputs_on_known_tables():
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_repeated_text_values_get_the_fields_of_each_value_alone():
+    # A request's candidates share its query: each distinct text is tokenized once and its
+    # field copied to every row holding it.
+    layer = _layer_with_known_tables()
+    rows = [0, 1, 0, 2, 0, 1]
+    batch = {name: tf.gather(column, rows) for name, column in _batch().items()}
+    alone = np.concatenate([layer({n: c[i:i + 1] for n, c in _batch().items()}).numpy()
+                            for i in range(3)])
+    np.testing.assert_array_equal(layer(batch).numpy(), alone[rows])
+
+
 def test_field_layout_and_train_only_layer():
     layer = FeatureEmbedding.from_spec(SPEC, VOCABS)
     assert layer.field_dims == [2, 2, 2, 1, 1, 1] and layer.output_dim == 9

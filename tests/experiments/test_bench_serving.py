@@ -9,8 +9,14 @@ import pytest
 from cvr_tf.features import default_spec
 from experiments import bench_serving as bench
 from experiments import serving_report, serving_sweep
+from experiments.dense_scan import dense_scan, scan_table
 from experiments.inprocess_load import run_inprocess_load
-from experiments.serving_exports import export_variants, request_features, synthetic_vocabularies
+from experiments.serving_exports import (
+    REQUEST_COLUMNS,
+    export_variants,
+    request_features,
+    synthetic_vocabularies,
+)
 from serving import export, signatures
 
 
@@ -47,6 +53,29 @@ def test_sustained_compares_answers_with_the_realized_send_rate():
     # answers lag sends:
     assert not serving_sweep.sustained(_point("m", 50, 41.0, 10.0, requests=220))
     assert not serving_sweep.sustained(_point("m", 50, 50.0, 10.0, errors={"UNAVAILABLE": 1}))
+
+
+def test_sweep_retries_a_point_that_does_not_keep_up_before_it_stops_climbing():
+    # Model "m" stalls once at 200 QPS (another job's burst) and for good at 400 QPS.
+    outcomes = {(200, 0): 150.0, (400, 0): 300.0, (400, 1): 310.0}
+    calls = {}
+
+    def measure(model, qps, duration_s, seed):
+        attempt = calls.setdefault((model, qps), [])
+        attempt.append(seed)
+        served = outcomes.get((qps, len(attempt) - 1), qps) if model == "m" else qps
+        point = _point(model, qps, served, 10.0, window=duration_s)
+        return {**point, "cpu_ms_per_request": 1.0, "load_average_1m": 0.5}
+
+    logged = []
+    points = serving_sweep.sweep(measure, ["m", "n"], [100.0, 200.0, 400.0], duration_s=2.0,
+                                 timeout_s=0.0, log=logged.append)
+    by_model = [(p["model"], p["target_qps"], p["sustained"], len(p.get("retried", [])))
+                for p in points]
+    assert by_model == [("m", 100, True, 0), ("n", 100, True, 0), ("n", 200, True, 0),
+                        ("m", 200, True, 1), ("m", 400, False, 1), ("n", 400, True, 0)]
+    assert points[3]["retried"][0]["requests_per_s"] == 150.0
+    assert len(logged) == 8 and sum("(retry)" in line for line in logged) == 2
 
 
 def test_batched_vs_unbatched_at_the_unbatched_p99_and_a_fixed_budget():
@@ -91,9 +120,26 @@ def test_latency_target_pairs_dhen_with_dcnv2_where_unbatched_dhen_fails():
               _point(bench.EIGHT_X_UNBATCHED, 100, 100, 20.0),
               _point(bench.EIGHT_X_UNBATCHED, 300, 150, 900.0),
               _point(bench.EIGHT_X, 100, 100, 9.0), _point(bench.EIGHT_X, 300, 299, 7.0)]
-    rows = bench.latency_target(points, [bench.EIGHT_X])
+    rows = bench.latency_target(points, {bench.EIGHT_X: bench.EIGHT_X_UNBATCHED})
     # At 100 QPS unbatched dhen keeps up, so only 300 QPS counts: 7 / 5 = 1.4 <= 1.5.
     assert [(r["qps"], r["p99_ratio"], r["met"]) for r in rows] == [(300, 1.4, True)]
+    # Each batched export is judged where its own unbatched twin (same precision) fails.
+    points += [_point(bench.EIGHT_X_BF16_UNBATCHED, 100, 50, 900.0),
+               _point(bench.EIGHT_X_BF16, 100, 100, 8.0), _point(bench.EIGHT_X_BF16, 300, 250, 9.0)]
+    rows = bench.latency_target(points, {bench.EIGHT_X: bench.EIGHT_X_UNBATCHED,
+                                         bench.EIGHT_X_BF16: bench.EIGHT_X_BF16_UNBATCHED})
+    assert [(r["qps"], r["model"], r["p99_ratio"], r["met"]) for r in rows] == [
+        (100, bench.EIGHT_X_BF16, 2.0, False), (300, bench.EIGHT_X, 1.4, True),
+        (300, bench.EIGHT_X_BF16, 1.8, False)]
+
+
+def test_requests_share_their_user_and_query():
+    requests = request_features(7, count=2, vocabulary_limit=20)
+    for request in requests:
+        assert {len(set(request[column])) for column in REQUEST_COLUMNS} == {1}
+        assert len(set(request["item_id"])) > 1 and len(request["item_id"]) == 7
+    assert requests[0]["query"][0] != requests[1]["query"][0] or \
+        requests[0]["user_id"][0] != requests[1]["user_id"][0]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +158,7 @@ def test_tiny_inprocess_run(tiny_exports):
     measure = bench.inprocess_measure(functions, requests, threads=4, timeout_s=5.0)
     logged = []
     points = serving_sweep.sweep(measure, list(functions), [100.0], duration_s=0.3,
-                                 timeout_s=0.0, log=logged.append)
+                                 timeout_s=0.0, log=logged.append, retries=0)
     assert [p["model"] for p in points] == [bench.BATCHED, bench.UNBATCHED] and len(logged) == 2
     for point in points:
         assert point["requests"] == point["ok"] + sum(point["errors"].values()) > 0
@@ -121,6 +167,22 @@ def test_tiny_inprocess_run(tiny_exports):
     rows = bench.dense_utilization(points, models, [bench.BATCHED])
     assert rows[0]["dense_gflops"] == pytest.approx(
         models[bench.BATCHED]["dense_flops_per_example"] * points[0]["candidates_per_s"] / 1e9)
+
+
+def test_dense_scan_times_the_dense_signature_by_batch_size(tiny_exports):
+    _, _, models, _ = tiny_exports
+    model = models[bench.UNBATCHED]
+    rows = dense_scan(model["path"], model["dense_flops_per_example"], sizes=(10, 40), calls=2,
+                      repeats=2)
+    assert [row["rows"] for row in rows] == [10, 40]
+    for row in rows:
+        assert row["ms"] > 0 and row["ms_per_100_rows"] == pytest.approx(
+            row["ms"] * 100 / row["rows"], rel=1e-2)
+        assert row["gflops"] == pytest.approx(
+            model["dense_flops_per_example"] * row["rows"] / row["ms"] / 1e6, rel=2e-2, abs=0.1)
+    table = "\n".join(scan_table({"m": rows}, {"float32": 100.0, "bfloat16": 400.0}))
+    headroom = rows[0]["ms_per_100_rows"] / rows[1]["ms_per_100_rows"]
+    assert "| m | 10 |" in table and f"| m | batching headroom | | {headroom:.2f}x |" in table
 
 
 def test_inprocess_load_counts_refusals_by_status(tiny_exports):
@@ -140,7 +202,8 @@ def test_tiny_run_on_a_local_server(tiny_exports):
     with bench.server_process(os.path.join(export_base, export.MODELS_CONFIG), list(models),
                               os.path.join(workdir, "server.log")) as server:
         points = serving_sweep.sweep(bench.grpc_measure(server, requests, 1.0), list(models),
-                                     [200.0], duration_s=0.2, timeout_s=1.0, log=logged.append)
+                                     [200.0], duration_s=0.2, timeout_s=1.0, log=logged.append,
+                                     retries=0)
         overhead = bench.server_overhead(server, bench.BATCHED, models[bench.BATCHED]["path"],
                                          requests[0], calls=3, warmup_calls=1)
     assert not os.path.exists(f"/proc/{server.pid}")  # terminated and reaped

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from experiments import additivity, scaling
-from experiments.grid import Grid, GridError, grid_from_dict
+from experiments.grid import Grid, GridError, grid_from_dict, load_grid, preset_path
 
 TINY_GRID = {
     "description": "three cells on two to three days of a small world",
@@ -142,3 +142,22 @@ def test_a_cell_whose_map_is_not_computable_has_no_gain_and_reads_na():
            "params": 1000, "train_examples": 512, "wall_seconds": 3.0}
     assert scaling.markdown_table([row]).splitlines()[-1] == (
         "| dcnv2-x1 | baseline | n/a | - | n/a | 0.25000 | 2.00 | 1,000 | 512 | 3 |")
+
+
+@pytest.mark.parametrize("preset", ["small", "medium", "full"])
+def test_every_preset_loads(preset):
+    grid = load_grid(preset_path(preset))
+    assert grid.baseline in grid.cells and grid.data.simulated
+
+
+def test_medium_preset_has_the_power_the_issue_asks_for():
+    grid = load_grid(preset_path("medium"))
+    seeds = {}
+    for cell in grid.cells:
+        seeds.setdefault(tuple(cell.levels().values()), []).append(cell.seed)
+    # 3 seeds for the baseline and for the largest level of each axis.
+    for levels in (("dcnv2 x1", "x1", "2d"), ("dhen x1", "x1", "2d"), ("dcnv2 x1", "x2", "2d"),
+                   ("dcnv2 x1", "x1", "7d")):
+        assert sorted(seeds[levels]) == [0, 1, 2], levels
+    assert grid.data.eval_days * grid.data.requests_per_day * grid.data.candidates_per_request >= (
+        100_000)  # test impressions
