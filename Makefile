@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-multitask test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
+
+demo-multitask: $(STAMP)
+	$(PY) -m experiments.demo --multitask
 
 test: $(STAMP)
 	$(PY) -m ruff check .

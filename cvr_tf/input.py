@@ -23,7 +23,7 @@ import datetime
 import gzip
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,7 +177,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
                  shuffle_buffer_size: int | None = None, cycle_length: int = 4,
                  block_length: int = 64, options: tf.data.Options | None = None,
                  num_input_pipelines: int = 1, input_pipeline_id: int = 0,
-                 group_by_request: bool = False) -> tf.data.Dataset:
+                 group_by_request: bool = False,
+                 exclude_days: Collection[datetime.date] = ()) -> tf.data.Dataset:
     """Batches of parsed features from the complete spans of ``start..end``.
 
     Files are read interleaved (``cycle_length`` at a time, in parallel), records are shuffled
@@ -214,6 +215,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         record (request, with ``group_by_request``), before any parsing.
       input_pipeline_id: this worker's part, in ``[0, num_input_pipelines)``.
       group_by_request: shuffle, shard and batch whole requests (see above).
+      exclude_days: days of the range whose spans are left out (e.g. spans with immature
+        labels, :mod:`cvr_tf.delayed_feedback`).
 
     Returns:
       A dataset of dicts ``column -> tensor [batch]``.
@@ -222,7 +225,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if num_epochs is not None and num_epochs <= 0:
         raise ValueError(f"num_epochs must be positive or None (forever), got {num_epochs}")
-    files = span_files(list_spans(data_dir, start, end), split)
+    excluded = {span_path(data_dir, day) for day in exclude_days}
+    files = span_files([s for s in list_spans(data_dir, start, end) if s not in excluded], split)
     if not files:
         raise FileNotFoundError(
             f"the complete spans of {start}..{end} in {os.fspath(data_dir)} hold no {split!r} "
@@ -268,7 +272,8 @@ def make_dataset(data_dir: str | os.PathLike, start: datetime.date, end: datetim
 
 def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetime.date,
                  spec: FeatureSpec, columns: Sequence[str] | None = None,
-                 splits: Sequence[str] = SPLITS, batch_size: int = 8192) -> dict[str, np.ndarray]:
+                 splits: Sequence[str] = SPLITS, batch_size: int = 8192,
+                 exclude_days: Collection[datetime.date] = ()) -> dict[str, np.ndarray]:
     """Parsed columns of the spans of ``start..end`` as numpy arrays, in file order.
 
     For evaluation and baselines that need whole columns in memory (eval windows, not training
@@ -277,7 +282,8 @@ def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetim
     parts: dict[str, list[np.ndarray]] = {}
     for split in splits:
         for batch in make_dataset(data_dir, start, end, spec, split=split,
-                                  batch_size=batch_size, shuffle=False):
+                                  batch_size=batch_size, shuffle=False,
+                                  exclude_days=exclude_days):
             for name in columns or batch:
                 parts.setdefault(name, []).append(batch[name].numpy())
     if not parts:

@@ -85,6 +85,55 @@ def pointwise_logloss(
     return tf.math.divide_no_nan(tf.reduce_sum(weights * losses), tf.reduce_sum(weights))
 
 
+def log_probability_logloss(
+    labels: tf.Tensor, log_p: tf.Tensor, log_q: tf.Tensor, weights: tf.Tensor | None = None
+) -> tf.Tensor:
+    """:func:`pointwise_logloss` of a probability given as ``log p`` and ``log q = log(1 - p)``.
+
+        loss = sum_i w_i (-y_i log p_i - (1 - y_i) log q_i) / sum_i w_i
+
+    For a probability that is no single sigmoid (ESMM's product, :mod:`cvr_tf.layers.esmm`),
+    whose log-probabilities are computed without forming ``p``.
+
+    Returns:
+        A scalar; 0.0 when the weights sum to zero (e.g. a batch without a clicked row for a
+        loss over the clicked rows).
+    """
+    labels, log_p, weights = _flat_inputs(labels, log_p, weights)
+    log_q = _as_flat("log_q", log_q, log_p.dtype)
+    losses = -labels * log_p - (1.0 - labels) * log_q
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * losses), tf.reduce_sum(weights))
+
+
+def fake_negative_weighted_logloss(
+    labels: tf.Tensor, log_p: tf.Tensor, log_q: tf.Tensor, weights: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Fake negative weighting (Ktena et al., RecSys 2019) of a delayed-feedback stream.
+
+    The stream holds every impression once as a negative, logged when it is shown, and every
+    positive once more as a positive when its event arrives (:mod:`cvr_tf.delayed_feedback`
+    says how the daily spans make that stream: a row with ``y = 1`` is both). Its label
+    distribution is ``b(1 | x) = p(x) / (1 + p(x))``; the importance weights ``p / b`` and
+    ``(1 - p) / b(0 | x)`` turn its log loss into one whose minimum is ``f = p``:
+
+        loss = sum_i v_i [y_i (1 + p_i) (-log f_i) + (1 - p_i)(1 + p_i) (-log(1 - f_i))]
+               / sum_i v_i (1 + y_i)
+
+    with ``f`` the model's probability, ``p = stop_gradient(f)`` its current value standing in
+    for the unknown true one, ``v`` the example weights, and the denominator the stream's
+    examples (each impression once, each positive twice).
+
+    Returns:
+        A scalar; 0.0 for an empty batch.
+    """
+    labels, log_p, weights = _flat_inputs(labels, log_p, weights)
+    log_q = _as_flat("log_q", log_q, log_p.dtype)
+    p = tf.stop_gradient(tf.exp(log_p))
+    losses = -labels * (1.0 + p) * log_p - (1.0 - p) * (1.0 + p) * log_q
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * losses),
+                                 tf.reduce_sum(weights * (1.0 + labels)))
+
+
 def listwise_softmax_cross_entropy(
     labels: tf.Tensor,
     logits: tf.Tensor,

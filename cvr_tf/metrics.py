@@ -419,6 +419,16 @@ def calibration(labels: ArrayLike, predictions: ArrayLike) -> float | None:
     return _calibration(labels, _checked_predictions(predictions, labels.shape[0]))
 
 
+def no_examples() -> dict[str, float | int | None]:
+    """What :func:`evaluate` reports for no examples at all (e.g. pCVR on the clicked
+    impressions of a window without a click): every metric None, every count 0."""
+    metrics = ("auc", "logloss", "mean_average_precision", "group_auc", "calibration",
+               "positive_rate")
+    counts = ("examples", "requests", "requests_with_positive", "map_requests",
+              "group_auc_requests")
+    return {**dict.fromkeys(metrics), **dict.fromkeys(counts, 0)}
+
+
 def evaluate(labels: ArrayLike, predictions: ArrayLike, groups: ArrayLike
              ) -> dict[str, float | int | None]:
     """All metrics of this module over one eval set, validating and sorting the input once.

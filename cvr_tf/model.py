@@ -6,6 +6,10 @@ The boundary between the two parts is the serving split (docs/ARCHITECTURE.md §
 * ``dense_part``: ``[batch, D]`` -> conversion probability ``[batch]`` (backbone + logit head,
   GPU when present). It holds no embedding table, and ``embedding_part`` holds no dense weight.
 
+A multi-task model (``--tasks``, :mod:`cvr_tf.tasks`) has the same two parts; its
+``dense_part`` returns every task's probability by name, ``{task: [batch]}`` (e.g. ``ctr``,
+``cvr``, ``ctcvr`` for ESMM), from towers over experts that are instances of the backbone.
+
 Position debiasing. Features the spec marks ``train_only`` (the simulator's ``position``) feed a
 shallow bias tower, a linear layer on their own embeddings, whose logit is added in training only:
 
@@ -13,7 +17,8 @@ shallow bias tower, a linear layer on their own embeddings, whose logit is added
     served score = sigmoid(s(x))             (items ranked as if shown at the same position)
 
 so the served model never reads the position, and the relevance tower is not credited with what
-the position explains.
+the position explains. In a multi-task model the bias logit joins the click tower's logit
+(:attr:`cvr_tf.tasks.TaskSet.bias_tower`).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cvr_tf import losses as losses_lib
+from cvr_tf import tasks as tasks_lib
 from cvr_tf.backbones import Backbone, build_backbone, json_form, read_options_file
 from cvr_tf.compat import keras, register_keras_serializable, tf
 from cvr_tf.embedding import FeatureEmbedding
 from cvr_tf.features import FeatureSpec, spec_from_dict
+from cvr_tf.flops import Cost
+from cvr_tf.layers.esmm import EntireSpaceProduct, log_probabilities
 from cvr_tf.optimization import embedding_l2_penalty
 
 
@@ -54,6 +62,11 @@ class ModelConfig:
     loss: str = _field("logloss", "Training loss: pointwise logloss, or softmax cross-entropy "
                        "per request.", choices=losses_lib.LOSS_NAMES)
     position_debiasing: bool = _field(True, "Add the train_only bias tower's logit in training.")
+    tasks: str = _field(
+        "", "Comma-separated tasks of a multi-task model: ctr, cvr, ctcvr (ctr,ctcvr: ESMM, "
+        "pCTCVR = pCTR x pCVR on every impression; cvr alone: trained on clicked impressions); "
+        "structure, towers and loss weights in the 'tasks' section of --backbone_config. "
+        "Empty: one conversion model on the spec's label.")
 
     def __post_init__(self) -> None:
         # JSON's form, so the config equals the one model_config.json gives back on resume.
@@ -65,8 +78,9 @@ class CVRModel(keras.Model):
     """Embedding part, dense part, and a training-only position-bias tower.
 
     Build it with :func:`build_model`. ``model(features)`` returns served probabilities
-    ``[batch]`` (no bias); :meth:`training_logits` adds the bias-tower logit. ``fit`` trains on
-    dicts of parsed columns as :func:`cvr_tf.input.make_dataset` yields them.
+    ``[batch]`` (no bias), or ``{task: [batch]}`` for a multi-task model (:attr:`task_set`);
+    :meth:`training_logits` adds the bias-tower logit. ``fit`` trains on dicts of parsed
+    columns as :func:`cvr_tf.input.make_dataset` yields them.
 
     Args:
       spec_config: the (already scaled) feature spec, as ``FeatureSpec.to_dict()``.
@@ -81,7 +95,16 @@ class CVRModel(keras.Model):
         self.vocabularies = {t: list(v) for t, v in vocabularies.items()}
         self.config = ModelConfig(**config)
         self._loss_fn = losses_lib.get_loss(self.config.loss)
+        self.fake_negative_weighting = False
+        self.task_labels: dict[str, str] = {}  # multi-task: label role -> the spec's column
         spec = self.spec
+        backbone_options, _ = tasks_lib.split_options(self.config.backbone_config)
+        self.task_set = tasks_lib.parse_tasks(self.config.tasks, self.config.backbone_config)
+        if self.task_set is not None:
+            if self.config.loss != "logloss":
+                raise ValueError(f"--tasks={self.config.tasks} trains with --loss=logloss only, "
+                                 f"not {self.config.loss}")
+            self.task_labels = self.task_set.label_columns(spec.label_names, spec.label)
 
         serving_inputs = spec.keras_inputs()
         self._serving_column_names = list(serving_inputs)
@@ -89,18 +112,27 @@ class CVRModel(keras.Model):
         self.embedding_part = keras.Model(serving_inputs, embedding(serving_inputs),
                                           name="embedding_part")
 
-        self.backbone: Backbone = build_backbone(
+        experts = self.task_set.gates()[0] if self.task_set is not None else 1
+        backbones = [build_backbone(
             self.config.backbone, input_dim=embedding.output_dim,
             field_dims=spec.field_dims(), scale=self.config.backbone_scale,
-            options=self.config.backbone_config, dropout=self.config.dropout)
+            options=backbone_options, dropout=self.config.dropout) for _ in range(experts)]
+        self.backbone: Backbone = backbones[0]
         embeddings = keras.Input(shape=(embedding.output_dim,), name="embeddings")
-        hidden = self.backbone.layer(embeddings)
-        logits = keras.layers.Reshape((), name="logit")(
-            keras.layers.Dense(1, name="logit_head")(hidden))
+        if self.task_set is None:
+            logits = keras.layers.Reshape((), name="logit")(
+                keras.layers.Dense(1, name="logit_head")(self.backbone.layer(embeddings)))
+            probabilities = keras.layers.Activation("sigmoid", name="probabilities")(logits)
+            self._dense_cost = Cost(self.backbone.flops_per_example
+                                    + 2 * self.backbone.output_dim)
+        else:
+            logits, self._dense_cost = self.task_set.build_logits(
+                embeddings, [b.layer for b in backbones], embedding.output_dim,
+                self.config.dropout)
+            probabilities = EntireSpaceProduct(self.task_set.outputs,
+                                               name="probabilities")(logits)
         self.dense_logits = keras.Model(embeddings, logits, name="dense_logits")
-        self.dense_part = keras.Model(
-            embeddings, keras.layers.Activation("sigmoid", name="probabilities")(logits),
-            name="dense_part")
+        self.dense_part = keras.Model(embeddings, probabilities, name="dense_part")
 
         self.bias_tower: keras.Model | None = None
         self._bias_embedding: keras.layers.Layer | None = None
@@ -131,19 +163,26 @@ class CVRModel(keras.Model):
 
     # ------------------------------------------------------------------------------------------
     # Forward passes
-    def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Served probabilities ``[batch]``: no bias tower, whatever ``training`` is."""
+    def call(self, features: Mapping[str, tf.Tensor], training: bool = False
+             ) -> tf.Tensor | dict[str, tf.Tensor]:
+        """Served probabilities ``[batch]`` (by task for a multi-task model): no bias tower,
+        whatever ``training`` is."""
         return self.dense_part(self.embedding_part(self._serving_columns(features),
                                                    training=training), training=training)
 
     def training_logits(self, features: Mapping[str, tf.Tensor], training: bool = True
-                        ) -> tf.Tensor:
-        """Relevance logit plus, when debiasing, the bias tower's logit."""
+                        ) -> tf.Tensor | dict[str, tf.Tensor]:
+        """Relevance logit plus, when debiasing, the bias tower's logit (tower logits by name
+        for a multi-task model, the bias joining :attr:`cvr_tf.tasks.TaskSet.bias_tower`)."""
         logits = self.dense_logits(self.embedding_part(self._serving_columns(features),
                                                        training=training), training=training)
         if self.bias_tower is not None:
             bias_features = {c: features[c] for c in self._bias_column_names}
-            logits = logits + self.bias_tower(bias_features, training=training)
+            bias = self.bias_tower(bias_features, training=training)
+            if self.task_set is None:
+                return logits + bias
+            tower = self.task_set.bias_tower
+            logits = {**logits, tower: logits[tower] + bias}
         return logits
 
     def _serving_columns(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -157,19 +196,51 @@ class CVRModel(keras.Model):
     # Keras training hooks
     def compute_training_loss(self, features: Mapping[str, tf.Tensor], training: bool = True
                               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(loss, labels, logits) of a batch of parsed columns."""
+        """(loss, labels, training probabilities) of a batch of parsed columns; the last two
+        of the primary task (:attr:`cvr_tf.tasks.TaskSet.primary`) in a multi-task model."""
         spec = self.spec
-        labels = tf.cast(features[spec.label], tf.float32)
         weights = tf.cast(features[spec.weight], tf.float32) if spec.weight else None
         logits = self.training_logits(features, training=training)
-        loss = self._loss_fn(labels, logits, group_ids=features[spec.group_key], weights=weights)
+        if self.task_set is not None:
+            loss, labels, probabilities = self._task_loss(features, logits, weights)
+        else:
+            labels = tf.cast(features[spec.label], tf.float32)
+            probabilities = tf.sigmoid(logits)
+            if self.fake_negative_weighting:
+                loss = losses_lib.fake_negative_weighted_logloss(
+                    labels, *log_probabilities(logits), weights)
+            else:
+                loss = self._loss_fn(labels, logits, group_ids=features[spec.group_key],
+                                     weights=weights)
         if self.losses:
             loss = loss + tf.add_n(self.losses)
-        return loss, labels, logits
+        return loss, labels, probabilities
+
+    def _task_loss(self, features: Mapping[str, tf.Tensor], logits: Mapping[str, tf.Tensor],
+                   weights: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``sum_t w_t L_t`` over the trained tasks (:mod:`cvr_tf.tasks`), and the primary
+        task's labels and probabilities."""
+        task_set = self.task_set
+        labels = {role: tf.cast(features[column], tf.float32)
+                  for role, column in self.task_labels.items()}
+        loss_fn = (losses_lib.fake_negative_weighted_logloss if self.fake_negative_weighting
+                   else losses_lib.log_probability_logloss)
+        losses = []
+        targets = task_set.training_targets(labels["click"], labels.get("conversion"))
+        for task, (task_labels, mask) in targets.items():
+            rows = mask if weights is None else (weights if mask is None else weights * mask)
+            losses.append(task_set.loss_weight(task) * loss_fn(
+                task_labels, *task_set.log_probabilities(logits, task), rows))
+        primary = task_set.primary
+        _, primary_labels, _ = task_set.evaluation_targets(
+            labels["click"], labels.get("conversion"))[primary]
+        return tf.add_n(losses), primary_labels, tf.exp(
+            task_set.log_probabilities(logits, primary)[0])
 
     def compile(self, optimizer: Any = "adam",
                 embedding_optimizer: keras.optimizers.Optimizer | None = None,
-                embedding_l2: float = 0.0, **kwargs: Any) -> None:
+                embedding_l2: float = 0.0, fake_negative_weighting: bool = False,
+                **kwargs: Any) -> None:
         """Keras ``compile``, plus the tables' own optimizer and their L2 penalty.
 
         Args:
@@ -177,11 +248,18 @@ class CVRModel(keras.Model):
             ``embedding_optimizer``).
           embedding_optimizer: updates the embedding tables (:attr:`embedding_variables`).
           embedding_l2: ``lambda`` of :func:`cvr_tf.optimization.embedding_l2_penalty`.
+          fake_negative_weighting: train every task with
+            :func:`cvr_tf.losses.fake_negative_weighted_logloss` (``--delayed_feedback``;
+            pointwise log loss only).
           **kwargs: the rest of Keras ``compile``'s arguments.
         """
+        if fake_negative_weighting and self.config.loss != "logloss":
+            raise ValueError("fake negative weighting replaces --loss=logloss; it has no "
+                             f"form for --loss={self.config.loss}")
         super().compile(optimizer=optimizer, **kwargs)
         self.embedding_optimizer = embedding_optimizer
         self.embedding_l2 = float(embedding_l2)
+        self.fake_negative_weighting = bool(fake_negative_weighting)
 
     @property
     def embedding_variables(self) -> list[tf.Variable]:
@@ -199,7 +277,7 @@ class CVRModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         tables, dense = self.embedding_variables, self.dense_variables
         with tf.GradientTape() as tape:
-            loss, labels, logits = self.compute_training_loss(data, training=True)
+            loss, labels, probabilities = self.compute_training_loss(data, training=True)
             # Gradients are summed over replicas: scale each replica's mean loss accordingly.
             replica_loss = loss / replicas
         gradients = tape.gradient(replica_loss, tables + dense)
@@ -218,15 +296,15 @@ class CVRModel(keras.Model):
         loss = replica_loss
         if replicas > 1:  # log the global batch's loss
             loss = tf.distribute.get_replica_context().all_reduce("SUM", replica_loss)
-        return self._update_metrics(loss, labels, logits)
+        return self._update_metrics(loss, labels, probabilities)
 
     def test_step(self, data: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        loss, labels, logits = self.compute_training_loss(data, training=False)
-        return self._update_metrics(loss, labels, logits)
+        loss, labels, probabilities = self.compute_training_loss(data, training=False)
+        return self._update_metrics(loss, labels, probabilities)
 
-    def _update_metrics(self, loss: tf.Tensor, labels: tf.Tensor, logits: tf.Tensor
+    def _update_metrics(self, loss: tf.Tensor, labels: tf.Tensor, probabilities: tf.Tensor
                         ) -> dict[str, tf.Tensor]:
-        self.compiled_metrics.update_state(labels, tf.sigmoid(logits))
+        self.compiled_metrics.update_state(labels, probabilities)
         results = {m.name: m.result() for m in self.metrics}
         results["loss"] = loss
         return results
@@ -235,8 +313,9 @@ class CVRModel(keras.Model):
     # Accounting and serialization
     @property
     def dense_flops_per_example(self) -> int:
-        """Forward FLOPs of ``dense_part`` per example: backbone + logit head (2 per MAC)."""
-        return self.backbone.flops_per_example + 2 * self.backbone.output_dim
+        """Forward FLOPs of ``dense_part`` per example (2 per MAC): backbone + logit head, or
+        for a multi-task model experts, gates, towers and logit heads."""
+        return self._dense_cost.flops
 
     @property
     def dense_parameter_count(self) -> int:

@@ -61,7 +61,7 @@ def read_span_spec(span: str | os.PathLike) -> FeatureSpec | None:
 def spec_differences(given: FeatureSpec, built: FeatureSpec) -> list[str]:
     """What differs between two specs, one phrase per feature or top-level field."""
     out = []
-    for field in ("label", "group_key", "weight"):
+    for field in ("label", "labels", "group_key", "weight"):
         if getattr(given, field) != getattr(built, field):
             out.append(f"{field} ({getattr(given, field)!r} vs {getattr(built, field)!r})")
     given_features = {f.name: f.to_dict() for f in given.features}

@@ -7,6 +7,11 @@ optimizers (:mod:`cvr_tf.optimization`), optionally warm-starts it, and trains w
 and backing up so that a killed run resumes exactly (:mod:`cvr_tf.resume`). It then restores the
 best validated checkpoint, saves it as the final one and evaluates the served scores on the test
 window (``--eval_start..--eval_end``). Experiments call it directly.
+
+Training spans whose labels are not fully observed yet are refused unless
+``--delayed_feedback`` says how to treat them (:mod:`cvr_tf.delayed_feedback`). A multi-task
+model (``--tasks``, :mod:`cvr_tf.tasks`) is validated and tested per task; its
+``--early_stopping_task`` selects the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from absl import logging
 
-from cvr_tf import distribute
+from cvr_tf import delayed_feedback, distribute
 from cvr_tf import input as input_lib
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import warm_start as warm_start_lib
@@ -37,6 +42,7 @@ from cvr_tf.optimization import OptimizerConfig, exempt_from_decay, make_optimiz
 from cvr_tf.request_batches import GROUP_BATCHES
 from cvr_tf.resolve import resolve_for_window
 from cvr_tf.span_spec import spec_for_training
+from cvr_tf.tasks import TaskSet, parse_tasks, split_options
 from cvr_tf.training_loop import TrainingLoop
 from cvr_tf.validation import SELECTION_METRICS, ValidationMonitor
 
@@ -99,6 +105,15 @@ class TrainConfig:
     continue_training: bool = _field(False, "Train a finished --model_dir further, from its "
                                      "last checkpoint to --steps (or --epochs) in total.",
                                      flag="continue")
+    early_stopping_task: str = _field(
+        "", "Multi-task models (--tasks): the evaluation whose --early_stopping_metric selects "
+        "the restored checkpoint and drives early stopping, a task of --tasks or "
+        "cvr_on_clicks (pCVR on clicked impressions); empty: the last task of --tasks.")
+    delayed_feedback: str = _field(
+        "none", "Training spans with immature labels (events still arriving, see "
+        "cvr_tf.delayed_feedback): none refuses them; exclude trains without them; "
+        "as_observed trains on their labels as they are; fake_negative_weighting trains on "
+        "them with Ktena et al.'s (2019) importance weights.", choices=delayed_feedback.MODES)
 
     def to_record(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -136,11 +151,13 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
     _check_model_dir(config)
     try:
         build_backbone(config.model.backbone, input_dim=8, field_dims=[8],
-                       scale=config.model.backbone_scale, options=config.model.backbone_config,
+                       scale=config.model.backbone_scale,
+                       options=split_options(config.model.backbone_config)[0],
                        dropout=config.model.dropout)
     except ValueError as error:
         raise ConfigError(f"--backbone/--backbone_scale/--backbone_config/--dropout: {error}"
                           ) from error
+    _check_tasks(config)
     if config.warm_start_from and not model_dir_lib.has_model_definition(config.warm_start_from):
         raise ConfigError(f"--warm_start_from={config.warm_start_from} is not a cvr_tf model dir "
                           f"(no {model_dir_lib.MODEL_CONFIG})")
@@ -164,6 +181,36 @@ def check_config(config: TrainConfig) -> tuple[list[str], list[str]]:
             "the training window's spans hold no eval split to validate on; rebuild them with "
             "pipelines.build_tfrecords --eval_fraction=0.1 --overwrite")
     return spans[0], spans[1]
+
+
+def _check_tasks(config: TrainConfig) -> None:
+    """--tasks with the 'tasks' section of --backbone_config, --early_stopping_task, and the
+    losses --delayed_feedback and --tasks need."""
+    try:
+        task_set = parse_tasks(config.model.tasks, config.model.backbone_config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if task_set is not None and config.model.loss != "logloss":
+        raise ConfigError(f"--tasks={config.model.tasks} trains with --loss=logloss only; drop "
+                          f"--loss={config.model.loss}")
+    if config.early_stopping_task:
+        evaluated = task_set.evaluated if task_set is not None else ()
+        if config.early_stopping_task not in evaluated:
+            allowed = (f"one of {', '.join(evaluated)}" if evaluated else
+                       "empty: a single-task model has none")
+            raise ConfigError(f"--early_stopping_task={config.early_stopping_task} is not an "
+                              f"evaluation of --tasks={config.model.tasks}; use {allowed}")
+    if (config.delayed_feedback == delayed_feedback.FAKE_NEGATIVE_WEIGHTING
+            and config.model.loss != "logloss"):
+        raise ConfigError(f"--delayed_feedback={config.delayed_feedback} weights the pointwise "
+                          f"log loss; it has no form for --loss={config.model.loss}")
+
+
+def trained_labels(spec: FeatureSpec, task_set: TaskSet | None) -> list[str]:
+    """The label columns a model trains on: the spec's ``label``, or its tasks' labels."""
+    if task_set is None:
+        return [spec.label]
+    return list(dict.fromkeys(task_set.label_columns(spec.label_names, spec.label).values()))
 
 
 def _check_model_dir(config: TrainConfig) -> None:
@@ -215,14 +262,35 @@ def _model_definition(config: TrainConfig, spec: FeatureSpec
     return scaled.to_dict(), scaled.cut_vocabularies(vocabularies)
 
 
+def _plan_delayed_feedback(config: TrainConfig, spec: FeatureSpec, train_spans: list[str],
+                           test_spans: list[str]) -> tuple[delayed_feedback.Plan, list[str]]:
+    """(the plan for the training window's immature spans, the test window's immature spans)."""
+    try:
+        labels = trained_labels(spec, parse_tasks(config.model.tasks,
+                                                  config.model.backbone_config))
+        plan = delayed_feedback.plan(train_spans, labels, config.delayed_feedback)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    test = [f"{item.day} ({item.label})"
+            for item in delayed_feedback.immature_labels(test_spans, labels)]
+    if test:
+        logging.warning("Test window %s..%s: immature labels in %s; their metrics count "
+                        "positives still to arrive as negatives.", config.eval_start,
+                        config.eval_end, ", ".join(test))
+    return plan, test
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs training and evaluation; writes the model dir; returns what ``metrics.json`` holds."""
-    train_spans, _ = check_config(config)
+    train_spans, test_spans = check_config(config)
     try:
         spec = spec_for_training(config.data_dir, config.feature_spec, config.train_start,
                                  config.train_end)
     except FeatureSpecError as error:
         raise ConfigError(f"--feature_spec={config.feature_spec}: {error}") from error
+    feedback, immature_test = _plan_delayed_feedback(config, spec, train_spans, test_spans)
+    excluded = {input_lib.span_path(config.data_dir, day) for day in feedback.excluded_days}
+    train_spans = [span for span in train_spans if span not in excluded]
     model_dir = config.model_dir
     started = time.time()
     train_rows = count_examples(train_spans, "train")
@@ -248,6 +316,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         dense_optimizer, embedding_optimizer = make_optimizers(config.optimization, total_steps)
         model.compile(optimizer=dense_optimizer, embedding_optimizer=embedding_optimizer,
                       embedding_l2=config.optimization.embedding_l2,
+                      fake_negative_weighting=(config.delayed_feedback
+                                               == delayed_feedback.FAKE_NEGATIVE_WEIGHTING),
                       metrics=[keras.metrics.AUC(name="auc")])
         exempt_from_decay(dense_optimizer, model.dense_variables)
     warm_report = None
@@ -269,9 +339,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
                  config.batch_size, train_rows)
 
     validate = functools.partial(evaluate_window, model, config.data_dir, config.train_start,
-                                 config.train_end, spec, config.eval_batch_size, ("eval",))
+                                 config.train_end, spec, config.eval_batch_size, ("eval",),
+                                 feedback.excluded_days)
+    selection_task = model.task_set and (config.early_stopping_task or model.task_set.primary)
     run = TrainingLoop(model, config, strategy, is_chief, total_steps, config.eval_every_steps
-               or pass_steps, validate)
+                       or pass_steps, validate, selection_task, feedback.excluded_days)
     progress = ProgressLogger(total_steps, config.batch_size, config.log_every_steps)
     resumed_from_step = run.fit(spec, first_step, progress)
     train_seconds = time.time() - started
@@ -281,6 +353,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     record = {
         "eval": test_metrics,
         "validation": _metrics_of(monitor.selected()),
+        "early_stopping_task": selection_task,
+        "delayed_feedback": {**feedback.to_record(), "immature_test_spans": immature_test},
         "best_step": monitor.selected()["step"],
         "stopped_early": monitor.stopped,
         "validation_curve": monitor.curve,
@@ -312,7 +386,8 @@ def _metrics_of(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if v is None or isinstance(v, int) else round(v, 5) for k, v in metrics.items()}
+    return {k: _rounded(v) if isinstance(v, dict) else
+            v if v is None or isinstance(v, int) else round(v, 5) for k, v in metrics.items()}
 
 
 def _schedule(config: TrainConfig, train_rows: int, first_step: int) -> tuple[int, int]:

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from cvr_tf import input as input_lib
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 
 
 def train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribute.Strategy,
-                   skip_steps: int) -> Any:
-    """The endless training stream of global batches, less the first ``skip_steps`` of them.
+                  skip_steps: int, exclude_days: Collection[datetime.date] = ()) -> Any:
+    """The endless training stream of global batches, less the first ``skip_steps`` of them,
+    from the training window's spans but those of ``exclude_days``.
 
     The stream is a deterministic function of ``--seed``, so skipping the batches of the steps
     already trained resumes it exactly (see :mod:`cvr_tf.resume`). Keras splits each batch
@@ -49,7 +51,8 @@ def train_dataset(config: TrainConfig, spec: FeatureSpec, strategy: tf.distribut
             shuffle=True, num_epochs=None, seed=config.seed, drop_remainder=True,
             num_input_pipelines=pipelines,
             input_pipeline_id=context.input_pipeline_id if context else 0,
-            group_by_request=groups_requests(config.group_batches, config.model.loss))
+            group_by_request=groups_requests(config.group_batches, config.model.loss),
+            exclude_days=exclude_days)
         return dataset.skip(skip_steps // pipelines)
 
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
@@ -62,13 +65,26 @@ class TrainingLoop:
 
     Every task saves (multi-worker saves are collective): the chief into the model dir, the
     others into ``.worker-<i>/``; everyone restores from the chief's.
+
+    Args:
+      model: the compiled model.
+      config: the run's config.
+      strategy: the distribution strategy.
+      is_chief: whether this task writes the model dir.
+      total_steps: the run's last step.
+      validate_every: validation period in steps.
+      validate: the validation metrics of the current weights.
+      selection_task: for a multi-task model, the evaluation whose metric selects.
+      exclude_days: training-window days left out of training (``--delayed_feedback``).
     """
 
     def __init__(self, model: CVRModel, config: TrainConfig, strategy: tf.distribute.Strategy,
                  is_chief: bool, total_steps: int, validate_every: int,
-                 validate: Callable[[], dict[str, Any]]) -> None:
+                 validate: Callable[[], dict[str, Any]], selection_task: str | None = None,
+                 exclude_days: Collection[datetime.date] = ()) -> None:
         self.model, self.config, self.strategy = model, config, strategy
         self.is_chief, self.total_steps = is_chief, total_steps
+        self.exclude_days = tuple(exclude_days)
         model_dir = config.model_dir
         self.checkpoint = model_dir_lib.checkpoint(model, with_optimizers=True)
         self.final = tf.train.CheckpointManager(
@@ -82,7 +98,8 @@ class TrainingLoop:
             validate_every, total_steps, validate, config.early_stopping_metric,
             config.early_stopping_patience,
             save_best=lambda step: self.best.save(checkpoint_number=step),
-            after_point=lambda step: self.backup.save(step, self.monitor.state()))
+            after_point=lambda step: self.backup.save(step, self.monitor.state()),
+            task=selection_task)
 
     def _own(self, name: str) -> str:
         if self.is_chief:
@@ -107,7 +124,8 @@ class TrainingLoop:
             self.monitor.load_state(state)
         start = resumed or first_step
         if start < self.total_steps and not self.monitor.stopped:
-            self._keras_fit(train_dataset(config, spec, self.strategy, start), start, progress)
+            self._keras_fit(train_dataset(config, spec, self.strategy, start, self.exclude_days),
+                            start, progress)
         selected = self.monitor.selected()
         # By step, not identity: a resumed monitor's points are copies read from JSON.
         if selected["step"] != self.monitor.curve[-1]["step"]:

@@ -11,6 +11,10 @@ evaluations in a row without improvement. The job then restores the best checkpo
 test evaluation and the export, so that training longer can only move the restored model to a
 point that validated better.
 
+A multi-task model's points hold metrics by evaluation (``{"ctr": {...}, "ctcvr": {...}}``,
+:mod:`cvr_tf.evaluation`); the monitor then reads the metric of one of them, ``task``
+(``--early_stopping_task``; default the last task of ``--tasks``).
+
 A metric that cannot be computed (``None`` or NaN, e.g. gAUC when no request has both classes)
 never improves on anything.
 """
@@ -33,8 +37,8 @@ NO_SELECTION = "none"
 SELECTION_METRICS = (*METRIC_DIRECTIONS, NO_SELECTION)
 
 
-def _value(point: dict[str, Any], metric: str) -> float | None:
-    value = point.get(metric)
+def _value(point: dict[str, Any], metric: str, task: str | None = None) -> float | None:
+    value = ((point.get(task) or {}) if task else point).get(metric)
     if value is None or not math.isfinite(float(value)):
         return None
     return float(value)
@@ -53,6 +57,7 @@ class ValidationMonitor(StepCounter):
       save_best: called with the step whenever it becomes the best (saves the checkpoint).
       after_point: called with the step after each evaluation and decision (the job backs up
         there, so that a resumed run has this monitor's state with its weights).
+      task: for metrics by evaluation (a multi-task model), the one whose ``metric`` selects.
 
     Attributes:
       curve: one ``{"step", "train_seconds", **metrics}`` per evaluation; ``train_seconds`` is
@@ -66,7 +71,8 @@ class ValidationMonitor(StepCounter):
     def __init__(self, every_steps: int, total_steps: int,
                  evaluate: Callable[[], dict[str, Any]], metric: str = "auc", patience: int = 0,
                  save_best: Callable[[int], None] = lambda step: None,
-                 after_point: Callable[[int], None] = lambda step: None) -> None:
+                 after_point: Callable[[int], None] = lambda step: None,
+                 task: str | None = None) -> None:
         super().__init__()
         if metric not in SELECTION_METRICS:
             raise ValueError(f"--early_stopping_metric={metric!r} is not one of "
@@ -81,6 +87,7 @@ class ValidationMonitor(StepCounter):
         self.patience = patience
         self.save_best = save_best
         self.after_point = after_point
+        self.task = task
         self.curve: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.stopped = False
@@ -107,10 +114,10 @@ class ValidationMonitor(StepCounter):
         """Whether ``point`` improves on the best point (always true for metric ``none``)."""
         if self.metric == NO_SELECTION:
             return True
-        value = _value(point, self.metric)
+        value = _value(point, self.metric, self.task)
         if value is None:
             return False
-        best = None if self.best is None else _value(self.best, self.metric)
+        best = None if self.best is None else _value(self.best, self.metric, self.task)
         return best is None or METRIC_DIRECTIONS[self.metric] * (value - best) > 0
 
     def selected(self) -> dict[str, Any]:
@@ -118,8 +125,8 @@ class ValidationMonitor(StepCounter):
         ``none`` or was never computable (logged)."""
         if self.best is not None:
             return self.best
-        logging.warning("validation %s was never computable; keeping the last weights",
-                        self.metric)
+        logging.warning("validation %s%s was never computable; keeping the last weights",
+                        f"{self.task} " if self.task else "", self.metric)
         return self.curve[-1]
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -144,15 +151,16 @@ class ValidationMonitor(StepCounter):
                 self.stopped = True
                 self.model.stop_training = True
         self._eval_seconds += time.perf_counter() - began
-        logging.info("validation at step %d: %s%s", self.step, _summary(point),
+        logging.info("validation at step %d: %s%s", self.step, _summary(point, self.task),
                      f"; stopping, best step {self.best['step'] if self.best else None}"
                      if self.stopped else "")
         self.after_point(self.step)
 
 
-def _summary(point: dict[str, Any]) -> str:
-    parts = []
+def _summary(point: dict[str, Any], task: str | None = None) -> str:
+    metrics = (point.get(task) or {}) if task else point
+    parts = [f"{task}:"] if task else []
     for key, label in (("logloss", "logloss"), ("auc", "auc"),
                        ("mean_average_precision", "mAP"), ("group_auc", "gAUC")):
-        parts.append(f"{label} {format_metric(point.get(key))}")
+        parts.append(f"{label} {format_metric(metrics.get(key))}")
     return "  ".join(parts)

@@ -16,6 +16,13 @@
 
 Every step goes through the public functions the jobs use. The working directory is temporary
 unless ``--workdir`` is given (then it is kept, and completed steps are reused).
+
+With ``--multitask`` (``make demo-multitask``) it shows the entire-space multi-task model
+instead: the same simulated days, spans with two labels (``clicked`` within an hour,
+``converted`` within 3 days), DCNv2 trained as today's single-task conversion model and as ESMM
+(``--tasks=ctr,ctcvr``), and every task's test metrics beside the single-task model's (pCVR also
+on the clicked impressions only). Multi-output serving is not done yet (issue 13 item 5), so this
+run stops before the export.
 """
 
 from __future__ import annotations
@@ -48,17 +55,13 @@ from cvr_tf.evaluation import count_examples
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
 from experiments import demo_retrain
+from experiments.esmm import funnel_spec
 from pipelines.simulate import simulate_logs
 from pipelines.span_pipeline import build_spans
 from serving import export
 from serving.client import PredictionClient
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "", "Keep everything here (default: a temporary directory).")
-flags.DEFINE_integer("days", 14, "Days of logs; the last one is the eval day.")
-flags.DEFINE_integer("requests_per_day", 4000, "Search requests per day.")
-flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
-flags.DEFINE_integer("seed", 0, "Seed of the simulated world and of training.")
 FIRST_DAY = datetime.date(2026, 1, 5)
 METRICS = ("auc", "group_auc", "mean_average_precision", "logloss", "calibration")
 
@@ -140,7 +143,8 @@ def main(argv: list[str]) -> None:
     std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
     with contextlib.ExitStack() as stack:
         workdir = FLAGS.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="cvr-"))
-        run(workdir, FLAGS.days, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seed)
+        (run_multitask if FLAGS.multitask else run)(
+            workdir, FLAGS.days, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seed)
 
 
 def train_once(config: training.TrainConfig) -> dict:
@@ -236,5 +240,67 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
         demo_retrain.retraining_step(workdir, FIRST_DAY, days, requests_per_day, candidates, seed)
 
 
+def task_table(single: dict, tasks: dict) -> str:
+    """The single-task model's metrics beside every evaluation of a multi-task model."""
+    rows = {"single-task dcnv2, conversion on every impression": single}
+    names = {"ctr": "pCTR", "cvr": "pCVR, every impression", "ctcvr": "pCTCVR = pCTR x pCVR",
+             "cvr_on_clicks": "pCVR, clicked impressions"}
+    rows.update({f"ESMM {names.get(task, task)}": values for task, values in tasks.items()})
+    return metrics_table(rows)
+
+
+def run_multitask(workdir: str, days: int, requests_per_day: int, candidates: int,
+                  seed: int) -> None:
+    """The ``--multitask`` demo: single-task DCNv2 and ESMM on funnel spans, per-task metrics."""
+    logs, spans = os.path.join(workdir, "logs"), os.path.join(workdir, "funnel_spans")
+    last_day = FIRST_DAY + datetime.timedelta(days=days - 1)
+    train_end = last_day - datetime.timedelta(days=1)
+    with step(f"1. Simulating {days} days of search logs (impressions, clicks, conversions)"):
+        if not os.path.isdir(os.path.join(logs, "impressions")):
+            summary = simulate_logs(logs, FIRST_DAY, days, requests_per_day, candidates)
+            print(f"   {summary.impressions:,} impressions, conversion rate "
+                  f"{summary.conversion_rate:.2%}")
+    with step("2. Building spans with two labels: clicked (1 hour), converted (3 days)"):
+        run_summary = build_spans(logs, spans, FIRST_DAY, last_day, funnel_spec())
+        positives = run_summary.totals["positives_by_label"]
+        print("   positives: " + ", ".join(f"{label} {counts['positives']:,}"
+                                            for label, counts in positives.items()))
+    config = training.TrainConfig(
+        data_dir=spans, model_dir=os.path.join(workdir, "models", "single_task"),
+        train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
+        model=ModelConfig(backbone="dcnv2"), epochs=2, seed=seed, log_every_steps=250,
+        early_stopping_metric="auc", early_stopping_patience=2)
+    config = dataclasses.replace(config, eval_every_steps=pass_steps(
+        spans, FIRST_DAY, train_end, config.batch_size) // 2)
+    with step("3. Training the single-task DCNv2 on the converted label"):
+        single = train_once(config)
+        print(f"   {training_summary(single)}")
+    with step("4. Training ESMM (--tasks=ctr,ctcvr) on the same DCNv2, selected on pCTCVR"):
+        esmm = train_once(dataclasses.replace(
+            config, model_dir=os.path.join(workdir, "models", "esmm"),
+            model=ModelConfig(backbone="dcnv2", tasks="ctr,ctcvr")))
+        print(f"   {training_summary(esmm)}")
+    print(f"\nTest: eval day {last_day} ({single['eval']['examples']} impressions; labels: "
+          "converted for the single-task model and pCVR, clicked for pCTR, clicked and "
+          f"converted for pCTCVR):\n{task_table(single['eval'], esmm['eval'])}")
+    print("pCTCVR and the single-task model estimate the same quantity, P(conversion | "
+          "impression); ESMM factors it into pCTR and pCVR. Multi-output serving is issue 13 "
+          "item 5: `make demo` shows the export and the server for the single-task model.")
+
+
+def define_flags() -> None:
+    """The demo's flags, defined when it runs (not on import: other experiments that tests
+    import in the same process define flags of the same names)."""
+    flags.DEFINE_string("workdir", "", "Keep everything here (default: a temporary directory).")
+    flags.DEFINE_integer("days", 14, "Days of logs; the last one is the eval day.")
+    flags.DEFINE_integer("requests_per_day", 4000, "Search requests per day.")
+    flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
+    flags.DEFINE_integer("seed", 0, "Seed of the simulated world and of training.")
+    flags.DEFINE_bool("multitask", False, "Show ESMM (--tasks=ctr,ctcvr) beside the "
+                      "single-task model, on spans with click and conversion labels, instead of "
+                      "serving.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

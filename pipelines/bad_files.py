@@ -3,10 +3,11 @@
 A log file that is not readable Parquet (zero bytes, truncated, a corrupt page:
 :class:`pipelines.log_reader.BadLogFileError`) either stops the run (``fail``, the default: a
 scheduled job should not quietly publish less than it was asked for) or costs the days whose
-spans need it (``skip_day``): an impressions file its own day, a conversions file of day ``D``
-every built day whose attribution window reads ``D`` (:func:`pipelines.labels.conversion_days`),
-so no span is published with labels that silently miss conversions. The other days are built as
-usual; a day's complete span from an earlier run stays as it was.
+spans need it (``skip_day``): an impressions file its own day, an event file (clicks,
+conversions) of day ``D`` every built day whose label window reads ``D``
+(:func:`pipelines.labels.event_days`), so no span is published with labels that silently miss
+events. The other days are built as usual; a day's complete span from an earlier run stays as
+it was.
 
 Bad footers are found on the driver before the pipeline runs (:func:`bad_footers`); a corrupt
 page further into a file is only seen by the worker reading it, which reports the file
@@ -22,8 +23,8 @@ import json
 import os
 from collections.abc import Collection, Iterable, Mapping
 
-from pipelines.labels import conversion_days
-from pipelines.log_reader import CONVERSIONS, IMPRESSIONS, BadLogFileError, Partition, open_parquet
+from pipelines.labels import event_days
+from pipelines.log_reader import IMPRESSIONS, BadLogFileError, Partition, open_parquet
 
 FAIL = "fail"
 SKIP_DAY = "skip_day"
@@ -42,21 +43,22 @@ def check_policy(on_bad_file: str) -> None:
 
 
 def days_hit(partition: Partition, build: Collection[datetime.date],
-             attribution_days: int | None) -> list[datetime.date]:
+             windows: Mapping[str, int]) -> list[datetime.date]:
     """The days of ``build`` whose span needs ``partition``'s files.
 
     Args:
       partition: a partition with a bad file.
       build: days the run builds.
-      attribution_days: the label join's window; None when labels come from a column (then no
-        conversions are read).
+      windows: event log -> the widest window (ms) of the labels joining it
+        (:func:`pipelines.labels.event_windows`); logs no label joins are not read.
     """
     if partition.day is None:
         return []
     if partition.kind == IMPRESSIONS:
         return [partition.day] if partition.day in build else []
-    if partition.kind == CONVERSIONS and attribution_days is not None:
-        return sorted(d for d in build if partition.day in conversion_days(d, attribution_days))
+    if partition.kind in windows:
+        return sorted(d for d in build
+                      if partition.day in event_days(d, windows[partition.kind]))
     return []
 
 
@@ -74,11 +76,11 @@ def bad_footers(partitions: Iterable[Partition]) -> dict[Partition, str]:
 
 
 def skipped_days(bad: Mapping[Partition, str], build: Collection[datetime.date],
-                 attribution_days: int | None) -> dict[datetime.date, str]:
+                 windows: Mapping[str, int]) -> dict[datetime.date, str]:
     """Day -> why its span is not built (the first bad file that it needs)."""
     days: dict[datetime.date, str] = {}
     for partition, reason in bad.items():
-        for day in days_hit(partition, build, attribution_days):
+        for day in days_hit(partition, build, windows):
             days.setdefault(day, reason)
     return dict(sorted(days.items()))
 

@@ -10,6 +10,10 @@ Flags this job does not know are Beam pipeline options. Without ``--runner`` the
 in this process (``--direct_num_workers=2 --direct_running_mode=multi_processing`` uses two
 local worker processes). The work is done by :func:`pipelines.span_pipeline.build_spans`.
 
+The labels are the feature spec's ``labels`` (each joined with its event log within its own
+window, see :mod:`pipelines.labels`); a spec without them has one label, joined with
+conversions within ``--attribution_days`` or read from ``--label_column``.
+
 With ``--on_bad_file=skip_day`` an unreadable log file costs only the days that need it
 (:mod:`pipelines.bad_files`): the job builds the others, prints one ``span D not built: why``
 line per skipped day on stderr after the JSON summary, and exits with status 3.
@@ -24,8 +28,9 @@ import sys
 from absl import app, flags, logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from cvr_tf.features import resolve_spec
+from cvr_tf.features import FeatureSpecError, resolve_spec
 from pipelines import bad_files
+from pipelines.labels import pipeline_labels
 from pipelines.span_pipeline import DEFAULT_BATCH_ROWS, build_spans
 
 FLAGS = flags.FLAGS
@@ -34,10 +39,11 @@ flags.DEFINE_string("output", None, "Directory of the spans (span=YYYY-MM-DD/...
 flags.DEFINE_string("start_date", None, "First day of the window, YYYY-MM-DD.")
 flags.DEFINE_string("end_date", None, "Last day of the window (inclusive), YYYY-MM-DD.")
 flags.DEFINE_string("feature_spec", "", "Feature spec JSON/YAML file; empty: the default spec.")
-flags.DEFINE_integer("attribution_days", 3, "A conversion within this many days after the "
-                     "impression makes it a positive.", lower_bound=0)
+flags.DEFINE_integer("attribution_days", None, "A conversion within this many days after the "
+                     "impression makes it a positive (default 3); only for a spec without "
+                     "\"labels\", which set their own windows.", lower_bound=0)
 flags.DEFINE_string("label_column", None, "Take the label from this impressions column "
-                    "instead of joining conversions.")
+                    "instead of joining conversions; only for a spec without \"labels\".")
 flags.DEFINE_float("eval_fraction", 0.1, "Share of requests in the eval split.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("num_shards", 0, "Shards per split and span; 0: one per million rows.",
@@ -63,8 +69,13 @@ def main(argv: list[str]) -> None:
     start, end = _date("start_date"), _date("end_date")
     if end < start:
         raise app.UsageError(f"--end_date={end} is before --start_date={start}")
+    try:
+        spec = resolve_spec(FLAGS.feature_spec)
+        pipeline_labels(spec, FLAGS.attribution_days, FLAGS.label_column)
+    except (FeatureSpecError, ValueError) as error:
+        raise app.UsageError(f"--feature_spec={FLAGS.feature_spec}: {error}") from None
     summary = build_spans(
-        FLAGS.logs, FLAGS.output, start, end, resolve_spec(FLAGS.feature_spec),
+        FLAGS.logs, FLAGS.output, start, end, spec,
         attribution_days=FLAGS.attribution_days, label_column=FLAGS.label_column,
         eval_fraction=FLAGS.eval_fraction, num_shards=FLAGS.num_shards,
         overwrite=FLAGS.overwrite, batch_rows=FLAGS.batch_rows, on_bad_file=FLAGS.on_bad_file,

@@ -2,12 +2,13 @@
 
 ::
 
-    conversion row groups -> read -> validate -> distinct per day ---------+ (side input)
+    event row groups (clicks, conversions...) -> read -> validate -> distinct per (log, day)
+                                                                       | (side input)
     impression row groups -> read -> validate, label, split, encode, count -> part files;
         group by (day, split, shard) -> assemble shard -+-> per day: stats, token counts,
                                                         |   numeric statistics, dead letters,
                                                         |   _SUCCESS, publish
-    unknown date partitions and rejected conversions -> dead_letter/<kind>/<partition>.jsonl,
+    unknown date partitions and rejected events -> dead_letter/<kind>/<partition>.jsonl,
                                                         and a report per partition
     files unreadable mid-way (skip_bad_days) -> a report per file; the days they cost are
                                                 not published (pipelines.bad_files)
@@ -37,7 +38,7 @@ from cvr_tf.statistics import merge_statistics
 from cvr_tf.vocabulary import merge_token_counts
 from pipelines import bad_files
 from pipelines.chunks import ImpressionProcessor
-from pipelines.labels import QUANTITY, TS, conversion_days, distinct_conversions
+from pipelines.labels import QUANTITY, TS, distinct_events, event_days
 from pipelines.log_reader import BadLogFileError, ReadTask, read_batches
 from pipelines.spans import (
     ROWS_SUFFIX,
@@ -71,6 +72,8 @@ class SpanGraph:
       batch_rows: most rows in one element.
       skip_bad_days: a file unreadable mid-way costs the days that need it
         (:mod:`pipelines.bad_files`) instead of failing the run.
+      maturity: ISO day -> label -> its maturity record
+        (:func:`pipelines.labels.label_maturity`), written to the span's ``stats.json``.
     """
 
     processor: ImpressionProcessor
@@ -79,31 +82,32 @@ class SpanGraph:
     shards: dict[str, int]
     batch_rows: int
     skip_bad_days: bool = False
+    maturity: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def expand(self, pipeline: beam.Pipeline, impressions: list[ReadTask],
-               conversions: list[ReadTask], unknown: list[ReadTask]) -> None:
+               events: list[ReadTask], unknown: list[ReadTask]) -> None:
         """Adds the transforms reading the given row groups to ``pipeline``."""
         read_columns = [rule.column for rule in self.processor.rules()]
-        conversion_rules = [ColumnRule(key, dtype) for key, dtype in
-                            self.processor.key_dtypes().items()] + [ColumnRule(TS, TIMESTAMP)]
-        conversion_reads = (
-            pipeline | "PlanConversions" >> beam.Create(conversions, reshuffle=False)
-            | "ReadConversions" >> self._read([r.column for r in conversion_rules] + [QUANTITY]))
-        conversion_chunks = (
-            conversion_reads.chunks
-            | "ValidateConversions" >> beam.ParDo(_ValidateConversions(conversion_rules))
+        event_rules = [ColumnRule(key, dtype) for key, dtype in
+                       self.processor.key_dtypes().items()] + [ColumnRule(TS, TIMESTAMP)]
+        event_reads = (
+            pipeline | "PlanEvents" >> beam.Create(events, reshuffle=False)
+            | "ReadEvents" >> self._read([r.column for r in event_rules] + [QUANTITY]))
+        event_chunks = (
+            event_reads.chunks
+            | "ValidateEvents" >> beam.ParDo(_ValidateEvents(event_rules))
             .with_outputs("report", main="rows"))
-        conversions_by_day = (
-            conversion_chunks.rows | "GroupConversions" >> beam.GroupByKey()
-            | "DistinctConversions" >> beam.MapTuple(lambda day, parts: (
-                day, distinct_conversions(list(parts)))))
+        events_by_day = (
+            event_chunks.rows | "GroupEvents" >> beam.GroupByKey()
+            | "DistinctEvents" >> beam.MapTuple(lambda key, parts: (
+                key, distinct_events(list(parts)))))
         impression_reads = (pipeline | "PlanImpressions" >> beam.Create(impressions)
                             | "ReadImpressions" >> self._read(read_columns))
         chunks = (
             impression_reads.chunks
             | "ProcessImpressions" >> beam.ParDo(
                 _ProcessImpressions(self.processor, self.output, self.run_id, self.shards),
-                conversions=beam.pvalue.AsDict(conversions_by_day))
+                events=beam.pvalue.AsDict(events_by_day))
             .with_outputs("stats", "tokens", "statistics", "rejected", "started",
                           main="records"))
         written = (chunks.records | "GroupShards" >> beam.GroupByKey()
@@ -113,10 +117,10 @@ class SpanGraph:
                          | "ReadUnknownPartitions" >> self._read(read_columns))
         unknown_reports = unknown_reads.chunks | "RejectUnknownPartitions" >> beam.Map(
             _reject_unknown)
-        _ = ((conversion_chunks.report, unknown_reports) | "Reports" >> beam.Flatten()
+        _ = ((event_chunks.report, unknown_reports) | "Reports" >> beam.Flatten()
              | "GroupReports" >> beam.GroupByKey()
              | "WriteReports" >> beam.Map(_write_partition_report, self.output, self.run_id))
-        bad = ((impression_reads.bad, conversion_reads.bad, unknown_reads.bad)
+        bad = ((impression_reads.bad, event_reads.bad, unknown_reads.bad)
                | "BadFiles" >> beam.Flatten())
         _ = bad | "WriteBadFileReports" >> beam.Map(_write_bad_file_report,
                                                     temp_root(self.output, self.run_id))
@@ -134,7 +138,7 @@ class SpanGraph:
         }
         _ = (per_day | "JoinPerDay" >> beam.CoGroupByKey()
              | "CompleteSpans" >> beam.ParDo(_CompleteSpan(self.output, self.run_id, self.shards,
-                                                           self.processor)))
+                                                           self.processor, self.maturity)))
 
     def _read(self, columns: Sequence[str]) -> beam.PTransform:
         """Row groups -> ``chunks`` (task, chunk id, table) and ``bad`` (task, reason)."""
@@ -142,11 +146,9 @@ class SpanGraph:
             "bad", main="chunks")
 
     def _days_hit(self, task: ReadTask, reason: str) -> list[tuple[str, str]]:
-        attribution = (None if self.processor.label_column is not None
-                       else self.processor.attribution_days)
         days = {datetime.date.fromisoformat(d) for d in self.shards}
-        return [(d.isoformat(), reason)
-                for d in bad_files.days_hit(task.partition, days, attribution)]
+        return [(d.isoformat(), reason) for d in
+                bad_files.days_hit(task.partition, days, self.processor.event_windows)]
 
 
 def _read(task: ReadTask, columns: Sequence[str], batch_rows: int, skip_bad: bool
@@ -175,8 +177,13 @@ def _reject_unknown(element: tuple[ReadTask, str, pa.Table]) -> tuple[str, tuple
     return f"{task.partition.kind}/{task.partition.name}", (chunk_id, table.num_rows, rejected)
 
 
-class _ValidateConversions(beam.DoFn):
-    """Conversion chunks -> (day, valid keys and ts); a report of each chunk's rejects."""
+def events_key(kind: str, day: datetime.date) -> str:
+    """Key of one event log's distinct events of one day in the side input: ``kind/day``."""
+    return f"{kind}/{day.isoformat()}"
+
+
+class _ValidateEvents(beam.DoFn):
+    """Event chunks -> (log/day, valid keys and ts); a report of each chunk's rejects."""
 
     def __init__(self, rules: list[ColumnRule]):
         self._rules = rules
@@ -190,7 +197,7 @@ class _ValidateConversions(beam.DoFn):
         partition = f"{task.partition.kind}/{task.partition.name}"
         yield beam.pvalue.TaggedOutput("report", (partition, (chunk_id, table.num_rows,
                                                               validated.rejected)))
-        yield task.partition.day.isoformat(), validated.rows.select(
+        yield events_key(task.partition.kind, task.partition.day), validated.rows.select(
             [rule.column for rule in self._rules])
 
 
@@ -205,14 +212,14 @@ class _ProcessImpressions(beam.DoFn):
                  shards: Mapping[str, int]):
         self._processor = processor
         self._output, self._run_id, self._shards = output, run_id, dict(shards)
-        self._conversions: dict[str, pa.Table | None] = {}
+        self._events: dict[tuple[str, int, str], pa.Table | None] = {}
 
-    def process(self, element: tuple[ReadTask, str, pa.Table], conversions: Mapping):
+    def process(self, element: tuple[ReadTask, str, pa.Table], events: Mapping):
         began = time.time()
         task, chunk_id, table = element
         day = task.partition.day
         key = day.isoformat()
-        out = self._processor.process(table, day, self._day_conversions(day, conversions),
+        out = self._processor.process(table, day, self._day_events(day, events),
                                       self._shards[key])
         staging = staging_dir(self._output, self._run_id, day)
         for (split, shard), records in out.shards.items():
@@ -230,16 +237,20 @@ class _ProcessImpressions(beam.DoFn):
         if out.rejected.num_rows:
             yield beam.pvalue.TaggedOutput("rejected", (key, (chunk_id, out.rejected)))
 
-    def _day_conversions(self, day: datetime.date, conversions: Mapping) -> pa.Table | None:
-        key = day.isoformat()
-        if self._processor.label_column is not None:
-            return None
-        if key not in self._conversions:
-            parts = [conversions[d.isoformat()]
-                     for d in conversion_days(day, self._processor.attribution_days)
-                     if d.isoformat() in conversions]
-            self._conversions[key] = distinct_conversions(parts) if parts else None
-        return self._conversions[key]
+    def _day_events(self, day: datetime.date, events: Mapping) -> dict[str, pa.Table | None]:
+        """Label -> the distinct events its window reaches from ``day`` (cached per worker)."""
+        out = {}
+        for label in self._processor.labels:
+            if label.events is None:
+                continue
+            key = (label.events, label.window_ms, day.isoformat())
+            if key not in self._events:
+                parts = [events[events_key(label.events, d)]
+                         for d in event_days(day, label.window_ms)
+                         if events_key(label.events, d) in events]
+                self._events[key] = distinct_events(parts) if parts else None
+            out[label.name] = self._events[key]
+        return out
 
 
 class _AssembleShard(beam.DoFn):
@@ -270,9 +281,10 @@ class _CompleteSpan(beam.DoFn):
     """Per day, after all its shards are written: metadata, ``_SUCCESS``, publish."""
 
     def __init__(self, output: str, run_id: str, shards: Mapping[str, int],
-                 processor: ImpressionProcessor):
+                 processor: ImpressionProcessor, maturity: Mapping[str, dict]):
         self._output, self._run_id, self._shards = output, run_id, dict(shards)
         self._processor = processor
+        self._maturity = dict(maturity)
 
     def process(self, element):
         key, grouped = element
@@ -291,6 +303,7 @@ class _CompleteSpan(beam.DoFn):
         metadata = {
             "span": key, "run_id": self._run_id, "rows": dataclasses.asdict(stats),
             "num_shards": self._shards[key], **processor.data_definition(),
+            "maturity": self._maturity.get(key, {}),
         }
         counts = merge_token_counts(grouped["tokens"])
         counts = {table: counts.get(table, {}) for table in processor.spec.vocabulary_tables()}
@@ -299,10 +312,12 @@ class _CompleteSpan(beam.DoFn):
                       statistics=merge_statistics(grouped["statistics"]))
         publish_span(staging, span_path(self._output, day))
         seconds = time.time() - min(grouped["started"], default=time.time())
+        positives = ", ".join(f"{label} {counts['positives']}"
+                              for label, counts in stats.positives_by_label.items())
         logging.info("Span %s complete: %d rows in, %d written (%d train, %d eval), %d "
-                     "rejected %s, %d positives; %.1f s.", key, stats.rows_in,
+                     "rejected %s; positives: %s; %.1f s.", key, stats.rows_in,
                      stats.rows_written, stats.train_rows, stats.eval_rows, stats.rows_rejected,
-                     stats.rejected_by_reason, stats.positives, seconds)
+                     stats.rejected_by_reason, positives, seconds)
         yield key
 
 

@@ -73,6 +73,8 @@ class SpanStats:
       eval_rows: rows in the eval split.
       train_positives: positives in the train split.
       eval_positives: positives in the eval split.
+      positives_by_label: label -> its ``positives``, ``train_positives`` and
+        ``eval_positives`` (the fields above count the spec's ``label``).
     """
 
     rows_in: int = 0
@@ -84,15 +86,19 @@ class SpanStats:
     eval_rows: int = 0
     train_positives: int = 0
     eval_positives: int = 0
+    positives_by_label: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def merge(self, other: SpanStats) -> SpanStats:
         """The sum of two accountings."""
-        reasons = dict(self.rejected_by_reason)
-        for reason, count in other.rejected_by_reason.items():
-            reasons[reason] = reasons.get(reason, 0) + count
+        reasons = _summed(self.rejected_by_reason, other.rejected_by_reason)
+        labels = {label: _summed(self.positives_by_label.get(label, {}), counts)
+                  for label, counts in other.positives_by_label.items()}
+        labels = {**self.positives_by_label, **labels}
         totals = {f.name: getattr(self, f.name) + getattr(other, f.name)
-                  for f in dataclasses.fields(self) if f.name != "rejected_by_reason"}
-        return SpanStats(**totals, rejected_by_reason=dict(sorted(reasons.items())))
+                  for f in dataclasses.fields(self)
+                  if f.name not in ("rejected_by_reason", "positives_by_label")}
+        return SpanStats(**totals, rejected_by_reason=dict(sorted(reasons.items())),
+                         positives_by_label=labels)
 
     def check(self, where: str) -> None:
         """Raises when rows went missing (a pipeline bug, never a data problem)."""
@@ -100,6 +106,13 @@ class SpanStats:
                 self.rows_written != self.train_rows + self.eval_rows or \
                 self.rows_rejected != sum(self.rejected_by_reason.values()):
             raise AssertionError(f"row accounting of {where} does not add up: {self}")
+
+
+def _summed(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
+    out = dict(first)
+    for key, count in second.items():
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 def merge_stats(parts: Iterable[SpanStats]) -> SpanStats:
@@ -120,14 +133,23 @@ def staging_dir(output: str | os.PathLike, run_id: str, day: datetime.date) -> s
     return os.path.join(temp_root(output, run_id), span_dirname(day))
 
 
+# A span records its label definitions under one of these (ImpressionProcessor.data_definition).
+_LABEL_OPTIONS = ("labels", "label")
+
+
 class SpanDefinitionError(ValueError):
     """A complete span was built with other label or split options than this run's."""
 
 
 def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool,
-               definition: Mapping[str, object] | None = None
+               definition: Mapping[str, object] | None = None,
+               observed: Mapping[str, str | None] | None = None
                ) -> tuple[list[datetime.date], list[datetime.date]]:
     """Days to build and days skipped (their span is complete and ``overwrite`` is off).
+
+    A complete span whose labels were immature when it was built (its ``maturity`` record,
+    :func:`pipelines.labels.label_maturity`) is rebuilt once its event logs are observed further
+    than they were then, so that daily runs replace provisional labels as the events arrive.
 
     Args:
       output: the pipeline's output directory.
@@ -136,6 +158,8 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
       definition: this run's label and split options (``ImpressionProcessor.data_definition``);
         a complete span recording other values is refused unless ``overwrite``, so that one
         output never mixes two label definitions.
+      observed: label -> the ISO day its event log is now observed through (None: no
+        partition), for the labels joined with events.
 
     Raises:
       SpanDefinitionError: naming the span, the differing option and the fix.
@@ -145,8 +169,13 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
         complete = is_complete_span(span_path(output, day))
         if complete and not overwrite and definition is not None:
             _check_definition(output, day, definition)
-        (skip if complete and not overwrite else build).append(day)
-        if complete and overwrite:
+        newer = (_newly_observed(read_span_stats(output, day), observed)
+                 if complete and not overwrite and observed else [])
+        (skip if complete and not overwrite and not newer else build).append(day)
+        if newer:
+            logging.info("Span %s is complete but its label(s) %s were immature; their events "
+                         "are observed further now: rebuilding it.", day, ", ".join(newer))
+        elif complete and overwrite:
             logging.info("Span %s is complete; rebuilding it (--overwrite).", day)
         elif complete:
             logging.info("Span %s is complete; skipping it (pass --overwrite to rebuild).", day)
@@ -160,12 +189,27 @@ def _check_definition(output: str | os.PathLike, day: datetime.date,
                       definition: Mapping[str, object]) -> None:
     recorded = read_span_stats(output, day)
     for option, value in definition.items():
-        if recorded.get(option) != value:
+        built_option = option
+        if option in _LABEL_OPTIONS and option not in recorded:  # a spec with/without "labels"
+            built_option = next((o for o in _LABEL_OPTIONS if o in recorded), option)
+        if recorded.get(built_option) != value:
+            asks = f"{option} " if built_option != option else ""
             raise SpanDefinitionError(
-                f"span {span_path(output, day)} was built with {option} "
-                f"{json.dumps(recorded.get(option))} but this run asks for {json.dumps(value)}; "
-                "pass --overwrite to rebuild the window's spans with the new options (or "
-                "--output to a new directory), never mix the two")
+                f"span {span_path(output, day)} was built with {built_option} "
+                f"{json.dumps(recorded.get(built_option))} but this run asks for {asks}"
+                f"{json.dumps(value)}; pass --overwrite to rebuild the window's spans with the "
+                "new options (or --output to a new directory), never mix the two")
+
+
+def _newly_observed(stats: Mapping[str, Any], observed: Mapping[str, str | None]) -> list[str]:
+    """The span's immature labels whose event logs are observed further than when it was
+    built."""
+    newer = []
+    for label, record in stats.get("maturity", {}).items():
+        now, then = observed.get(label), record.get("events_observed_through")
+        if not record.get("mature", True) and now is not None and (then is None or now > then):
+            newer.append(label)
+    return newer
 
 
 def remove_stale_staging(output: str | os.PathLike) -> list[str]:

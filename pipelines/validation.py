@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cvr_tf.features import FeatureSpec
+from cvr_tf.features.labels import MS_PER_DAY
 
 UNKNOWN_DATE_PARTITION = "unknown_date_partition"
 MISSING_VALUE = "missing_value"
@@ -44,7 +45,6 @@ REASONS = (UNKNOWN_DATE_PARTITION, MISSING_VALUE, WRONG_TYPE, BAD_TIMESTAMP, OUT
 
 TIMESTAMP = "timestamp"  # rule dtype of ``ts``: epoch milliseconds (int64)
 LABEL = "label"          # rule dtype of a label read from the logs: int64 0/1
-MS_PER_DAY = 86_400_000
 _ARROW_TYPES = {"string": pa.string(), "int64": pa.int64(), "float32": pa.float32(),
                 TIMESTAMP: pa.int64(), LABEL: pa.int64()}
 

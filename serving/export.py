@@ -125,6 +125,9 @@ def export_model(
         ``dense_device`` or ``dense_precision``, or warmup requests the model cannot answer.
     """
     tf_serving_config.validate_model_name(model_name)
+    if tasks := model_dir_lib.read_model_definition(model_dir)[1].tasks:
+        raise ValueError(f"{model_dir} is a multi-task model (--tasks={tasks}); exporting several "
+                         "outputs is multi-output serving, issue 13 item 5, not done yet")
     if dense_device not in signatures.DEVICES:
         raise ValueError(
             f"dense_device {dense_device!r} unknown; use one of {', '.join(signatures.DEVICES)}"

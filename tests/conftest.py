@@ -2,11 +2,13 @@
 
 Importing ``cvr_tf`` first selects the Keras 2 API before any test module imports TensorFlow.
 ``simulated_spans`` runs the real simulator and the real Beam pipeline once per session on a
-small world, for the tests of training, export and serving that need real spans.
+small world, for the tests of training, export and serving that need real spans;
+``funnel_spans`` adds a click log to those logs and builds spans with two labels.
 """
 
 import dataclasses
 import datetime
+import os
 
 import pytest
 
@@ -36,3 +38,58 @@ def simulated_spans(tmp_path_factory) -> SimulatedSpans:
     build_spans(root / "logs", root / "spans", first_day,
                 first_day + datetime.timedelta(days=days - 1))
     return SimulatedSpans(str(root / "logs"), str(root / "spans"), first_day, days)
+
+
+FUNNEL_LABELS = {"clicked": {"events": "clicks", "window_hours": 1},
+                 "converted": {"events": "conversions", "attribution_days": 3}}
+
+
+def write_synthetic_clicks(logs: str, seed: int = 0) -> None:
+    """Adds a click log to simulated logs: every converted impression and a position-biased
+    share of the others (about 20 % at position 1), clicked 30 s after the impression. The log
+    goes on the day after the last impressions (an empty partition), as a live log does."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    impressions = pq.read_table(os.path.join(logs, "impressions"),
+                                columns=["request_id", "item_id", "ts", "position"])
+    conversions = pq.read_table(os.path.join(logs, "conversions"),
+                                columns=["request_id", "item_id"])
+    converted = {(r, i) for r, i in zip(conversions.column("request_id").to_pylist(),
+                                        conversions.column("item_id").to_pylist(), strict=True)}
+    rng = np.random.default_rng(seed)
+    position = impressions.column("position").to_numpy()
+    pairs = zip(impressions.column("request_id").to_pylist(),
+                impressions.column("item_id").to_pylist(), strict=True)
+    clicked = np.array([pair in converted for pair in pairs])
+    clicked |= rng.random(len(position)) < 0.2 / np.sqrt(position)
+    clicks = impressions.filter(pa.array(clicked)).select(["request_id", "item_id", "ts"])
+    clicks = clicks.set_column(2, "ts", pc.add(clicks.column("ts"), 30_000))
+    days = pc.strftime(pc.cast(clicks.column("ts"), pa.timestamp("ms")), "%Y-%m-%d")
+    last = max(datetime.date.fromisoformat(d) for d in days.to_pylist())
+    for day in sorted({*days.to_pylist(), (last + datetime.timedelta(days=1)).isoformat()}):
+        directory = os.path.join(logs, "clicks", f"date={day}")
+        os.makedirs(directory)
+        pq.write_table(clicks.filter(pc.equal(days, day)), os.path.join(directory, "part.parquet"))
+
+
+@pytest.fixture(scope="session")
+def funnel_spans(simulated_spans, tmp_path_factory) -> SimulatedSpans:
+    """The simulated logs with a click log (:func:`write_synthetic_clicks`), built into spans
+    with two labels: ``clicked`` (1 h) and ``converted`` (3 days)."""
+    from cvr_tf.features import default_spec, spec_from_dict
+    from pipelines.span_pipeline import build_spans
+
+    root = tmp_path_factory.mktemp("funnel")
+    logs = root / "logs"
+    logs.mkdir()
+    for kind in ("impressions", "conversions"):
+        os.symlink(os.path.join(simulated_spans.logs, kind), logs / kind)
+    write_synthetic_clicks(str(logs))
+    spec = spec_from_dict({**default_spec().to_dict(), "labels": FUNNEL_LABELS})
+    build_spans(logs, root / "spans", simulated_spans.first_day,
+                simulated_spans.day(simulated_spans.days - 1), spec)
+    return SimulatedSpans(str(logs), str(root / "spans"), simulated_spans.first_day,
+                          simulated_spans.days)

@@ -39,6 +39,11 @@ A kind is a :class:`Feature` subclass naming its ``KIND``; adding one is its mod
 entry in the ``register_kinds`` line below. ``Feature(name=..., kind=..., ...)`` builds the
 kind's class.
 
+The spec's labels (:mod:`cvr_tf.features.labels`) are int64 0/1 columns of the spans: a spec
+may name several in ``"labels"``, each joined by the pipeline with an event log (clicks,
+conversions) within its own window, or read from a column; ``label`` is the one single-task
+models train on.
+
 Features sharing ``shared_embedding: NAME`` look up one table (and one vocabulary) called NAME;
 they must agree on the table's shape. Features marked ``train_only`` (e.g. ``position``) exist in
 the logs but not at serving time: the model feeds them to a training-only bias tower.
@@ -52,6 +57,7 @@ from cvr_tf.features.base import (
     registered_kinds,
 )
 from cvr_tf.features.categorical import CategoricalFeature
+from cvr_tf.features.labels import LabelSpec
 from cvr_tf.features.lookup import LookupFeature
 from cvr_tf.features.numeric import TRANSFORMS, NumericFeature
 from cvr_tf.features.relative import RELATIONS, RequestRelativeFeature
@@ -69,6 +75,7 @@ register_kinds(CategoricalFeature, TextFeature, NumericFeature, RequestRelativeF
 KINDS = registered_kinds()
 
 __all__ = ["COMBINERS", "DTYPES", "KINDS", "MAX_VOCAB_SCALE", "RELATIONS", "TRANSFORMS",
-           "CategoricalFeature", "Feature", "FeatureSpec", "FeatureSpecError", "LookupFeature",
+           "CategoricalFeature", "Feature", "FeatureSpec", "FeatureSpecError", "LabelSpec",
+           "LookupFeature",
            "NumericFeature", "RequestRelativeFeature", "TextFeature", "default_spec",
            "load_spec", "resolve_spec", "spec_from_dict"]

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from cvr_tf.features.base import Feature, FeatureSpecError, registered_kinds
+from cvr_tf.features.labels import LabelSpec, labels_from_dict
 from cvr_tf.features.relative import RequestRelativeFeature
 
 # The pipeline writes at most this many times `vocabulary_size` tokens per vocabulary, so that a
@@ -26,14 +27,17 @@ MAX_VOCAB_SCALE = 16
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-    """All model features plus the label, the request key and an optional weight column.
+    """All model features plus the labels, the request key and an optional weight column.
 
     Attributes:
       features: the model's fields, in the order of the flat embedding vector.
-      label: int64 0/1 label column (``converted``).
+      label: the int64 0/1 label column single-task models train on (``converted``).
       group_key: string column grouping the candidates of one request (``request_id``).
       weight: optional float32 example-weight column.
       base_dir: directory relative ``vocabulary_file`` paths resolve against.
+      labels: every label column of the spans and how the pipeline derives it
+        (:mod:`cvr_tf.features.labels`), ``label`` among them; empty: ``label`` alone, joined
+        with conversions within the pipeline's ``--attribution_days``.
     """
 
     features: tuple[Feature, ...]
@@ -41,6 +45,7 @@ class FeatureSpec:
     group_key: str = "request_id"
     weight: str | None = None
     base_dir: str = ""
+    labels: tuple[LabelSpec, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -51,17 +56,31 @@ class FeatureSpec:
             if f.name in seen:
                 raise FeatureSpecError(f"duplicate feature name {f.name!r}; names must be unique")
             seen.add(f.name)
-        reserved = {self.label, self.group_key} | ({self.weight} if self.weight else set())
+        object.__setattr__(self, "labels", tuple(self.labels))
+        self._check_labels()
+        reserved = {*self.label_names, self.group_key} | ({self.weight} if self.weight else set())
         for f in self.features:
-            if f.column in reserved:
+            if f.column in reserved or f.input_column in reserved:
                 raise FeatureSpecError(
-                    f"feature {f.name!r} reads column {f.column!r}, which is the label, group key "
-                    "or weight; models must not see them as inputs")
+                    f"feature {f.name!r} reads column {f.column!r}, which is a label, the group "
+                    "key or the weight; models must not see them as inputs")
         self._check_column_dtypes()
         self._check_shared_tables()
         if not self.serving_features:
             raise FeatureSpecError(
                 "every feature is train_only; the served model needs at least one")
+
+    def _check_labels(self) -> None:
+        names = [label.name for label in self.labels]
+        if len(set(names)) != len(names):
+            raise FeatureSpecError(f"labels {names} name a label twice; names must be unique")
+        if self.labels and self.label not in names:
+            raise FeatureSpecError(
+                f"label {self.label!r} is not one of the spec's labels ({', '.join(names)}); set "
+                "\"label\" to the one single-task models train on")
+        if self.group_key in names or (self.weight and self.weight in names):
+            raise FeatureSpecError(f"a label is named like the group key or the weight "
+                                   f"({self.group_key!r}, {self.weight!r}); rename it")
 
     def _check_column_dtypes(self) -> None:
         dtypes: dict[str, tuple[str, str]] = {}
@@ -94,6 +113,11 @@ class FeatureSpec:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every label column of the spans: the ``labels``' names, or ``(label,)``."""
+        return tuple(label.name for label in self.labels) or (self.label,)
 
     @property
     def serving_features(self) -> tuple[Feature, ...]:
@@ -155,7 +179,8 @@ class FeatureSpec:
 
     def log_columns(self) -> dict[str, str]:
         """Every column the pipeline writes to tf.Examples -> dtype (features, key, label...)."""
-        columns = {self.group_key: "string", **self.column_dtypes(), self.label: "int64"}
+        columns = {self.group_key: "string", **self.column_dtypes(),
+                   **dict.fromkeys(self.label_names, "int64")}
         if self.weight:
             columns[self.weight] = "float32"
         return columns
@@ -206,7 +231,7 @@ class FeatureSpec:
         columns = dict(self.column_dtypes(train_only=train_only))
         if label:
             columns[self.group_key] = "string"
-            columns[self.label] = "int64"
+            columns.update(dict.fromkeys(self.label_names, "int64"))
             if self.weight:
                 columns[self.weight] = "float32"
         return {c: tf.io.FixedLenFeature([], tf_dtypes[d]) for c, d in columns.items()}
@@ -232,8 +257,9 @@ class FeatureSpec:
         by_column = {c.name: c for c in schema.feature}
         for f in self.features:
             f.schema_domain(by_column[f.input_column])
-        label = next(c for c in schema.feature if c.name == self.label)
-        label.int_domain.min, label.int_domain.max, label.int_domain.is_categorical = 0, 1, True
+        for label in self.label_names:
+            domain = by_column[label].int_domain
+            domain.min, domain.max, domain.is_categorical = 0, 1, True
         return schema
 
     # ----------------------------------------------------------------------------------------
@@ -301,6 +327,8 @@ class FeatureSpec:
         out: dict[str, Any] = {"label": self.label, "group_key": self.group_key}
         if self.weight:
             out["weight"] = self.weight
+        if self.labels:
+            out["labels"] = {label.name: label.to_dict() for label in self.labels}
         out["features"] = [f.to_dict() for f in self.features]
         return out
 
@@ -326,12 +354,13 @@ def spec_from_dict(data: Mapping[str, Any], base_dir: str = "") -> FeatureSpec:
             raise FeatureSpecError(f"feature {name!r}: missing 'kind' (one of "
                                    f"{', '.join(registered_kinds())})")
         features.append(Feature.from_dict(raw))
-    extra = sorted(set(data) - {"features", "label", "group_key", "weight"})
+    extra = sorted(set(data) - {"features", "label", "labels", "group_key", "weight"})
     if extra:
         raise FeatureSpecError(f"unknown top-level spec field(s): {', '.join(extra)}")
+    labels = labels_from_dict(data["labels"]) if "labels" in data else ()
     return FeatureSpec(features=tuple(features), label=data.get("label", "converted"),
                        group_key=data.get("group_key", "request_id"),
-                       weight=data.get("weight"), base_dir=base_dir)
+                       weight=data.get("weight"), base_dir=base_dir, labels=labels)
 
 
 def load_spec(path: str | os.PathLike) -> FeatureSpec:

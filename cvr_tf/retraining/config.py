@@ -102,6 +102,10 @@ class RetrainConfig:
         check_gate(self.bless_metric, self.bless_tolerance, self.calibration_bounds)
         if self.attribution_days is not None and self.attribution_days < 0:
             raise ValueError(f"--attribution_days must be >= 0, got {self.attribution_days}")
+        if self.training.model.tasks:
+            raise ValueError(f"--tasks={self.training.model.tasks}: the loop pushes what "
+                             "serving.export exports, single-task models only (multi-output "
+                             "serving is not done yet); drop --tasks")
 
     def to_record(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)

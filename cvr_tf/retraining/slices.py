@@ -40,10 +40,6 @@ OVERALL = "overall"
 OTHER = "(other)"
 QUERY_SLICE = "query_frequency"
 ITEM_SLICE = "items"
-_METRICS = ("auc", "logloss", "mean_average_precision", "group_auc", "calibration",
-            "positive_rate")
-_COUNTS = ("examples", "requests", "requests_with_positive", "map_requests",
-           "group_auc_requests")
 
 
 def tokens(values: np.ndarray) -> np.ndarray:
@@ -114,8 +110,8 @@ def evaluate_scores(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray
     empty slice give every metric None and ``non_finite_scores``, the count, instead of raising."""
     bad = int(np.count_nonzero(~np.isfinite(scores)))
     if bad or not len(labels):
-        return {**dict.fromkeys(_METRICS), **dict.fromkeys(_COUNTS, 0),
-                "examples": int(len(labels)), "non_finite_scores": bad}
+        return {**metrics_lib.no_examples(), "examples": int(len(labels)),
+                "non_finite_scores": bad}
     return {**metrics_lib.evaluate(labels, scores, groups), "non_finite_scores": 0}
 
 

@@ -253,3 +253,57 @@ def test_mismatched_lengths_are_named():
         losses.pointwise_logloss([1.0, 0.0], [0.1, 0.2], weights=[1.0])
     with pytest.raises(ValueError, match="group_ids has 3 values but logits has 2"):
         losses.listwise_softmax_cross_entropy([1.0, 0.0], [0.1, 0.2], [1, 1, 2])
+
+
+# Log-probability losses: ESMM's products and delayed feedback.
+
+def _log_probabilities(logits):
+    logits = np.asarray(logits, np.float64)
+    return -np.logaddexp(0, -logits), -np.logaddexp(0, logits)
+
+
+def test_log_probability_logloss_equals_the_pointwise_loss_of_the_same_probabilities():
+    labels, logits, weights = [1, 0, 1, 0], [2.0, -1.0, -0.5, 3.0], [1.0, 2.0, 0.0, 0.5]
+    log_p, log_q = _log_probabilities(logits)
+    got = losses.log_probability_logloss(tf.constant(labels), log_p, log_q, weights)
+    assert got.numpy() == pytest.approx(reference_pointwise(labels, logits, weights), rel=1e-9)
+    masked = losses.log_probability_logloss(tf.constant(labels), log_p, log_q, [0.0] * 4)
+    assert masked.numpy() == 0.0  # e.g. a click-space loss on a batch without clicks
+
+
+def reference_fake_negative_weighting(labels, logits, weights):
+    """Ktena et al.'s weighted loss over the stream: every row a negative, positives twice."""
+    total = examples = 0.0
+    for y, s, v in zip(labels, logits, weights, strict=True):
+        f = 1.0 / (1.0 + math.exp(-s))
+        total += v * (1 - f) * (1 + f) * -math.log(1 - f)  # the impression, logged negative
+        examples += v
+        if y:
+            total += v * (1 + f) * -math.log(f)  # its positive, arrived later
+            examples += v
+    return total / examples
+
+
+def test_fake_negative_weighting_against_the_stream_written_plainly():
+    labels, logits, weights = [1, 0, 1, 0, 0], [2.0, -1.0, -0.5, 3.0, 0.0], [1, 2, 1, 0.5, 1]
+    got = losses.fake_negative_weighted_logloss(tf.constant(labels),
+                                                *_log_probabilities(logits), weights)
+    assert got.numpy() == pytest.approx(
+        reference_fake_negative_weighting(labels, logits, weights), rel=1e-9)
+
+
+@pytest.mark.parametrize("observed_rate", [0.05, 0.3])
+def test_fake_negative_weighting_is_stationary_at_the_observed_positive_rate(observed_rate):
+    # A constant model f on rows of which a share q carries a positive: the weights p = f are
+    # held fixed (stop_gradient), so the gradient in f vanishes at f = q, the rate the stream
+    # has observed (the delayed positives still missing are not corrected for).
+    labels = tf.constant([1.0] * int(100 * observed_rate) + [0.0] * int(100 * (1 - observed_rate)))
+    for f, sign in ((observed_rate, 0), (observed_rate * 0.8, -1), (observed_rate * 1.2, 1)):
+        logit = tf.Variable(math.log(f / (1 - f)))
+        with tf.GradientTape() as tape:
+            log_p = -tf.nn.softplus(-logit) * tf.ones_like(labels)
+            log_q = -tf.nn.softplus(logit) * tf.ones_like(labels)
+            loss = losses.fake_negative_weighted_logloss(labels, log_p, log_q)
+        gradient = float(tape.gradient(loss, logit))
+        assert (gradient == pytest.approx(0.0, abs=1e-6)) if sign == 0 else (
+            np.sign(gradient) == sign)

@@ -1,5 +1,6 @@
 """The retraining job's flags: generated from RetrainConfig and the training job's TrainConfig."""
 
+import dataclasses
 import datetime
 import pathlib
 import re
@@ -8,6 +9,7 @@ import pytest
 from absl import app, flags
 
 from cvr_tf import retrain
+from cvr_tf.model import ModelConfig
 from cvr_tf.retraining.config import PER_DAY_FIELDS, RetrainConfig, training_template
 
 
@@ -59,6 +61,10 @@ def test_bad_values_fail_in_one_line_naming_the_flag(tmp_path):
                            train_days=0)
     with pytest.raises(ValueError, match="--train_days must be positive, got 0"):
         config.check()
+    multi_task = dataclasses.replace(config, train_days=7, training=training_template(
+        "/s", model=ModelConfig(tasks="ctr,ctcvr")))
+    with pytest.raises(ValueError, match="--tasks=ctr,ctcvr: .* single-task models only"):
+        multi_task.check()
 
 
 def test_every_flag_readme_shows_for_the_loop_exists():

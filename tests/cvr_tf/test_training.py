@@ -109,6 +109,12 @@ def test_overwrite_never_wipes_a_directory_that_is_no_model_dir(simulated_spans,
     (dict(steps=0), "--steps must be positive"),
     (dict(optimization=OptimizerConfig(learning_rate=-1.0)), "--learning_rate must be positive"),
     (dict(warm_start_from="/nonexistent"), "--warm_start_from=/nonexistent is not a cvr_tf"),
+    (dict(model=ModelConfig(tasks="ctr,ctcvr", backbone_config={"tasks": {"experts": 2}})),
+     "backbone_config.tasks.experts: only structure mmoe or ple has experts"),
+    (dict(model=ModelConfig(tasks="ctr,ctcvr", loss="listwise_softmax")),
+     "--tasks=ctr,ctcvr trains with --loss=logloss only"),
+    (dict(model=ModelConfig(loss="listwise_softmax"), delayed_feedback="fake_negative_weighting"),
+     "--delayed_feedback=fake_negative_weighting weights the pointwise log loss"),
 ])
 def test_bad_configs_fail_before_any_work(simulated_spans, tmp_path, change, message):
     change = {k: simulated_spans.day(int(v[3:])) if isinstance(v, str) and v.startswith("day")

@@ -8,6 +8,11 @@ conversion partitions up to three days later. Planted:
   a conversion before its impression; duplicate conversion events;
 * bad rows on 2026-01-06 (one per reason) and a second file there whose ``item_price`` is text;
 * an unknown date partition ``date=2026-13-45``.
+
+:func:`write_clicks` adds a click log (``clicks/date=.../part-00000.parquet``: request_id,
+item_id, ts) with its own planted cases: a click in the next day's partition, one exactly at the
+one-hour window's end and one 1 ms after it, a click before its impression, duplicates, clicks
+without a conversion and conversions without a click.
 """
 
 from __future__ import annotations
@@ -122,6 +127,43 @@ def write_logs(root: str, seed: int = 0) -> dict[str, pd.DataFrame]:
             "conversions": all_conversions}
 
 
+HOUR_MS = 3_600_000
+# (row of the day's first request, click delay ms): 23:59 + 2 min (next day's partition),
+# exactly 1 h, 1 h + 1 ms, before the impression, and three events of which two are duplicates.
+PLANTED_CLICKS = [(0, 120_000), (1, HOUR_MS), (2, HOUR_MS + 1), (3, -1_000), (4, 5_000),
+                  (4, 5_000), (4, 9_000)]
+
+
+def write_clicks(root: str, impressions: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
+    """Writes a click log for ``write_logs``' impressions; returns every click as written.
+
+    Besides the planted clicks of each day's first request, 60 random impressions of each valid
+    partition are clicked after 5 s .. 2 h (2 h is outside a one-hour window), 10 of them twice.
+    """
+    rng = np.random.default_rng(seed)
+    valid = impressions[impressions["partition"].str.match(r"\d{4}-\d{2}-\d{2}$")
+                        & impressions["request_id"].notna() & impressions["ts"].notna()]
+    clicks = []
+    for _, frame in valid.groupby("partition"):
+        frame = frame.reset_index(drop=True)
+        first = frame[frame["item_id"].astype(str).str.startswith("planted")]
+        rows = [first.index[row] for row, _ in PLANTED_CLICKS]
+        delays = [delay for _, delay in PLANTED_CLICKS]
+        chosen = rng.choice(np.arange(CANDIDATES, len(frame)), 60, replace=False)
+        rows += list(chosen) + list(chosen[:10])
+        delays += list(rng.choice([5_000, 30_000, 600_000, 59 * 60_000, 2 * HOUR_MS], 60))
+        delays += [delay + 1_000 for delay in delays[-60:-50]]
+        picked = frame.loc[rows]
+        clicks.append(pd.DataFrame({
+            "request_id": picked["request_id"].to_numpy(), "item_id": picked["item_id"].to_numpy(),
+            "ts": picked["ts"].astype(np.int64).to_numpy() + np.array(delays, dtype=np.int64)}))
+    all_clicks = pd.concat(clicks, ignore_index=True)
+    click_day = pd.to_datetime(all_clicks["ts"], unit="ms").dt.date
+    for day, frame in all_clicks.groupby(click_day):
+        _write(frame, os.path.join(root, "clicks", f"date={day}", "part-00000.parquet"))
+    return all_clicks
+
+
 def _plant_bad_rows(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.astype({"ts": object, "position": object, "item_category": object,
                           "request_id": object})
@@ -155,5 +197,5 @@ def read_examples(files: list[str], spec: FeatureSpec) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["BAD_ROWS", "CANDIDATES", "DAYS", "REQUESTS", "START", "TEXT_PRICES",
-           "day_start_ms", "read_examples", "write_logs"]
+__all__ = ["BAD_ROWS", "CANDIDATES", "DAYS", "HOUR_MS", "PLANTED_CLICKS", "REQUESTS", "START",
+           "TEXT_PRICES", "day_start_ms", "read_examples", "write_clicks", "write_logs"]

@@ -93,16 +93,21 @@ def test_fail_is_the_default_and_names_the_skip_day_fix(logs, tmp_path):
         build_spans(logs, str(tmp_path / "out"), START, END, SPEC, on_bad_file="x")
 
 
-def test_days_hit_follow_the_attribution_window():
+def test_days_hit_follow_the_label_windows():
     build = set(DAY)
+    three_days = {CONVERSIONS: 3 * 86_400_000}
     conversions = Partition(CONVERSIONS, f"date={DAY[2]}", DAY[2], ())
-    assert bad_files.days_hit(conversions, build, 3) == DAY
-    assert bad_files.days_hit(conversions, build, 0) == [DAY[2]]
-    assert bad_files.days_hit(conversions, build, None) == []  # labels from a column
+    assert bad_files.days_hit(conversions, build, three_days) == DAY
+    assert bad_files.days_hit(conversions, build, {CONVERSIONS: 0}) == [DAY[2]]
+    # An hour's window reaches the next day's partition, not the one after.
+    assert bad_files.days_hit(conversions, build, {CONVERSIONS: 3_600_000}) == DAY[1:]
+    assert bad_files.days_hit(conversions, build, {}) == []  # labels from a column
+    assert bad_files.days_hit(Partition("clicks", f"date={DAY[2]}", DAY[2], ()), build,
+                              three_days) == []  # no label joins clicks
     assert bad_files.days_hit(Partition(IMPRESSIONS, f"date={DAY[0]}", DAY[0], ()), build,
-                              3) == [DAY[0]]
+                              three_days) == [DAY[0]]
     assert bad_files.days_hit(Partition(IMPRESSIONS, "date=2026-13-45", None, ()), build,
-                              3) == []
+                              three_days) == []
 
 
 def test_the_job_lists_skipped_days_one_line_each_and_exits_3(logs, tmp_path):

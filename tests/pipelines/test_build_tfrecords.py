@@ -20,6 +20,7 @@ from cvr_tf.features import Feature, default_spec
 from cvr_tf.input import SUCCESS_FILE, list_spans, span_files, span_path
 from cvr_tf.statistics import read_statistics
 from pipelines.chunks import ImpressionProcessor
+from pipelines.labels import pipeline_labels
 from pipelines.log_reader import BadLogFileError, LogSchemaError
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
@@ -185,7 +186,8 @@ def test_a_spec_column_absent_from_the_logs_fails_before_any_work(logs, tmp_path
 def test_only_the_keys_ts_and_the_specs_columns_are_read():
     columns = [rule.column for rule in ImpressionProcessor(SPEC).rules()]
     assert sorted(columns) == sorted({"request_id", "item_id", "ts", *SPEC.column_dtypes()})
-    labelled = [rule.column for rule in ImpressionProcessor(SPEC, label_column="bought").rules()]
+    labelled = [rule.column for rule in
+                ImpressionProcessor(SPEC, pipeline_labels(SPEC, label_column="bought")).rules()]
     assert sorted(labelled) == sorted({"request_id", "ts", "bought", *SPEC.column_dtypes()})
 
 
@@ -232,6 +234,22 @@ def test_command_line_passes_beam_options_through(logs, tmp_path):
     assert len(shards) == 3
 
 
+def test_command_line_refuses_label_flags_for_a_spec_with_labels(logs, tmp_path):
+    spec = {**SPEC.to_dict(), "labels": {"converted": {"events": "conversions",
+                                                       "attribution_days": 2}}}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    command = [sys.executable, "-m", "pipelines.build_tfrecords", f"--logs={logs[0]}",
+               f"--output={tmp_path / 'out'}", f"--start_date={START}", f"--end_date={START}",
+               f"--feature_spec={path}", "--attribution_days=3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "names its labels (converted) with their windows; drop --attribution_days" in (
+        result.stderr)
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="absl")  # other tests may lower absl's verbosity
@@ -241,7 +259,8 @@ def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_
     span_lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
     assert [line.split(" complete:")[0] for line in span_lines] == [
         f"Span {START}", f"Span {START + datetime.timedelta(days=1)}"]
-    assert all(re.search(r"\d+ rows in, .* positives; \d+\.\d s\.$", line) for line in span_lines)
+    assert all(re.search(r"\d+ rows in, .*; positives: converted \d+; \d+\.\d s\.$", line)
+               for line in span_lines)
     progress = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
                 and r.name == "absl"]
     assert not [line for line in progress if " chunk " in line or line.startswith("Wrote ")]
