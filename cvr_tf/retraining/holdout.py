@@ -120,3 +120,16 @@ def label_maturity(data_dir: str, day: datetime.date) -> dict[str, Any] | None:
     with open(path, encoding="utf-8") as handle:
         stats = json.load(handle)
     return stats.get("maturity")
+
+
+def maturity_note(maturity: dict[str, Any] | None) -> str:
+    """What the report says of the holdout's labels (from :func:`label_maturity`)."""
+    if maturity is None:
+        return "label maturity not recorded by its span"
+    immature = [f"{label} (events through {record.get('events_observed_through')}, needs "
+                f"{record.get('needs_events_through')})" for label, record in maturity.items()
+                if not record.get("mature", True)]
+    if not immature:
+        return "labels mature"
+    return ("immature labels, evaluated as logged for both models (positives still to arrive "
+            "count as negatives): " + "; ".join(immature))

@@ -235,19 +235,6 @@ def _evaluate(config: RetrainConfig, current_dir: str | None
                                  masks), query_info
 
 
-def _labels_note(config: RetrainConfig) -> str:
-    maturity = holdout.label_maturity(config.training.data_dir, config.date)
-    if maturity is None:
-        return "label maturity not recorded by its span"
-    immature = [f"{label} (events through {record.get('events_observed_through')}, needs "
-                f"{record.get('needs_events_through')})" for label, record in maturity.items()
-                if not record.get("mature", True)]
-    if not immature:
-        return "labels mature"
-    return ("immature labels, evaluated as logged for both models (positives still to arrive "
-            "count as negatives): " + "; ".join(immature))
-
-
 def _export(config: RetrainConfig) -> int:
     """Exports the blessed candidate (or finds the version a killed run already exported)."""
     model_base = os.path.join(config.export_base, config.model_name)
@@ -353,7 +340,8 @@ def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFuncti
                                                 "wall_seconds")} if record else None},
         "current": ({"version": served.version, "model_dir": current_dir}
                     if served is not None else None),
-        "holdout": {"day": config.date.isoformat(), "labels": _labels_note(config)},
+        "holdout": {"day": config.date.isoformat(), "labels": holdout.maturity_note(
+            holdout.label_maturity(config.training.data_dir, config.date))},
         "query_buckets": query_info,
         # A failed candidate has no metrics; the report still says why.
         "slices": sliced or [{"slice": slices.OVERALL, "examples": 0, "positives": 0,

@@ -87,3 +87,15 @@ def test_slices_the_spec_cannot_give_fail_before_any_work(arguments, message):
     holdout.check_slicing(default_spec(), (), "", "")
     with pytest.raises(ValueError, match=message):
         holdout.check_slicing(default_spec(), *arguments)
+
+
+def test_the_report_says_whether_the_holdout_labels_are_mature():
+    assert holdout.maturity_note(None) == "label maturity not recorded by its span"
+    mature = {"converted": {"mature": True, "events_observed_through": "2026-01-22",
+                            "needs_events_through": "2026-01-22"}}
+    assert holdout.maturity_note(mature) == "labels mature"
+    immature = {"converted": {"mature": False, "events_observed_through": "2026-01-19",
+                              "needs_events_through": "2026-01-22"}}
+    assert holdout.maturity_note(immature) == (
+        "immature labels, evaluated as logged for both models (positives still to arrive count "
+        "as negatives): converted (events through 2026-01-19, needs 2026-01-22)")
