@@ -214,7 +214,8 @@ def verdict(predictions: Sequence[JointPrediction], sigma: float | None,
         return ("Not tested: the grid has no joint cell whose one-factor cells were all run; "
                 "add a factorial corner.")
     if sigma is None:
-        return ("Undecided: no baseline seeds, so the noise is unknown; add 'seeds' to the grid.")
+        return ("Undecided: no cell was run with several seeds, so the noise is unknown; add "
+                "'seeds' (or 'replicated') to the grid.")
     off = [p for p in predictions if p.beyond_noise]
     if not off:
         narrowest = min(p.noise_band for p in predictions)
@@ -297,6 +298,7 @@ def analyze(rows: Sequence[Mapping[str, Any]], metric: str = "map_gain") -> dict
     return {
         "metric": metric, "cells": len(cells), "rows": len(rows), "baseline": baseline,
         "noise_sigma": sigma,
+        "replicated_cells": sum(c.replicates > 1 for c in cells),
         "r_squared": fit.r_squared, "degrees_of_freedom": fit.degrees_of_freedom,
         "interaction_and_noise_share": 1.0 - fit.r_squared,
         "noise_share": (sigma ** 2 / variance) if sigma is not None and variance > 0 else None,
@@ -335,23 +337,29 @@ def markdown_report(analysis: Mapping[str, Any]) -> str:
         f"{analysis['degrees_of_freedom']} residual degrees of freedom; interactions and noise "
         f"leave {100 * analysis['interaction_and_noise_share']:.1f}% of the variance across "
         "cells" + ("." if noise_share is None else
-                   f", of which noise alone (baseline seeds) would explain about "
+                   f", of which noise alone (the seeds' spread) would explain about "
                    f"{100 * noise_share:.1f}%."), ""]
     if sigma is not None:
-        lines += [f"Noise: sigma of one cell (baseline seeds) = {points(sigma, metric)}.", ""]
+        lines += [f"Noise: sigma of one run = {points(sigma, metric)}, pooled over the seeds of "
+                  f"{analysis['replicated_cells']} replicated cells.", ""]
     lines += ["| factor | level | effect |", "| --- | --- | ---: |"]
     lines += [f"| {factor} | {level} | {signed(value)} |"
               for factor, effects in analysis["effects"].items()
               for level, value in effects.items()]
+    def level(value: float) -> str:  # a gain is signed; a metric's own value is not
+        return signed(value) if metric.endswith("gain") else f"{value:.4f}"
+
     lines += ["", "Largest residuals of the additive fit:", "",
               "| cell (backbone, embedding, data) | observed | fitted | residual |",
               "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {_label(r['levels'])} | {signed(r['observed'])} | {signed(r['fitted'])} | "
+    lines += [f"| {_label(r['levels'])} | {level(r['observed'])} | {level(r['fitted'])} | "
               f"{signed(r['residual'])} |" for r in analysis["largest_residuals"]]
-    lines += ["", "Joint scale-ups against the sum of one-factor gains:", "",
-              "| cell (backbone, embedding, data) | observed | sum of singles | deviation | "
-              "2-sigma band |", "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {_label(j['levels'])} | {signed(j['observed'])} | {signed(j['predicted'])} | "
+    lines += ["", "Joint scale-ups against the sum of one-factor changes (both from the baseline "
+              "cell):", "",
+              "| cell (backbone, embedding, data) | observed change | sum of one-factor changes | "
+              "deviation | 2-sigma band |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {_label(j['levels'])} | {signed(j['observed'] - j['baseline'])} | "
+              f"{signed(j['predicted_change'])} | "
               f"{signed(j['deviation'])}{' **' if j['beyond_noise'] else ''} | "
               f"±{points(j['noise_band'], metric)} |" for j in analysis["joint"]]
     lines += ["", f"**Verdict.** {analysis['verdict']}", "",
