@@ -50,10 +50,13 @@ def test_duration_runs_train_on_the_last_days_of_the_second_window():
 
 
 def test_reach_and_compare():
-    cold = {"eval": {"logloss": 0.20, "mean_average_precision": 0.30},
-            "validation_curve": _curve((10, 2.0, 0.25), (20, 4.0, 0.22), (30, 6.0, 0.20))}
+    # The cold run overfits after step 30: the target is its best point, not its last.
+    cold = {"eval": {"logloss": 0.21, "mean_average_precision": 0.30},
+            "validation_curve": _curve((10, 2.0, 0.25), (20, 4.0, 0.22), (30, 6.0, 0.20),
+                                       (40, 8.0, 0.21))}
     warm = {"eval": {"logloss": 0.18, "mean_average_precision": 0.32},
-            "validation_curve": _curve((10, 1.5, 0.21), (20, 3.0, 0.195), (30, 4.5, 0.18))}
+            "validation_curve": _curve((10, 1.5, 0.21), (20, 3.0, 0.195), (30, 4.5, 0.18),
+                                       (40, 6.0, 0.185))}
     assert warmstart.reach(warm["validation_curve"], 0.20) == {"step": 20, "train_seconds": 3.0,
                                                          "logloss": 0.195}
     assert warmstart.reach(warm["validation_curve"], 0.1) is None
@@ -61,10 +64,13 @@ def test_reach_and_compare():
     assert result["step_fraction"] == pytest.approx(20 / 30)
     assert result["time_fraction"] == pytest.approx(3.0 / 6.0)
     assert (result["cold_first_logloss"], result["warm_first_logloss"]) == (0.25, 0.21)
+    assert (result["target_logloss"], result["cold_steps"], result["warm_best_logloss"]) == (
+        0.20, 30, 0.18)
     never = warmstart.compare(cold, {**warm, "validation_curve": _curve((30, 4.5, 0.3))})
     assert never["warm_reached"] is None and "step_fraction" not in never
     table = warmstart.markdown_report({"comparisons": {"warm": result, "other": never}})
-    assert "| warm | 0.20000 | 30 / 6.0 | 20 / 3.0 | 0.67 / 0.50 |" in table
+    assert ("| warm | 0.20000 | 30 / 6.0 | 20 / 3.0 | 0.67 / 0.50 | 0.25000 / 0.21000 | "
+            "0.18000 |") in table
     assert "| other | 0.20000 | 30 / 6.0 | never | - |" in table
 
 
