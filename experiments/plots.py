@@ -175,7 +175,8 @@ def plot_warmstart(result: Mapping[str, Any], path: str) -> None:
     axes[0].legend(fontsize=8)
     for axis in axes:
         axis.grid(alpha=0.3)
-    figure.suptitle("Warm vs cold start on the next window (dotted: cold runs' final logloss)")
+    figure.suptitle("Warm vs cold start on the next window (dotted: each cold run's best "
+                    "validation logloss, the warm run's target)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
