@@ -3,7 +3,9 @@
 Importing ``cvr_tf`` first selects the Keras 2 API before any test module imports TensorFlow.
 ``simulated_spans`` runs the real simulator and the real Beam pipeline once per session on a
 small world, for the tests of training, export and serving that need real spans;
-``funnel_spans`` adds a click log to those logs and builds spans with two labels.
+``funnel_spans`` adds a click log to those logs and builds spans with two labels, on which
+``esmm_run`` and ``click_space_run`` train a multi-task model each, once per session, for the
+tests of multi-task training and of multi-output serving.
 """
 
 import dataclasses
@@ -93,3 +95,40 @@ def funnel_spans(simulated_spans, tmp_path_factory) -> SimulatedSpans:
                 simulated_spans.day(simulated_spans.days - 1), spec)
     return SimulatedSpans(str(logs), str(root / "spans"), simulated_spans.first_day,
                           simulated_spans.days)
+
+
+def multitask_config(spans: SimulatedSpans, model_dir, **overrides):
+    """A few steps of an ESMM (``--tasks=ctr,ctcvr``, mlp backbone) training run on ``spans``:
+    days 0-3 train, days 4-5 test; ``overrides`` replace any field."""
+    from cvr_tf import training
+    from cvr_tf.model import ModelConfig
+
+    values = dict(data_dir=spans.spans, model_dir=str(model_dir), train_start=spans.day(0),
+                  train_end=spans.day(3), eval_start=spans.day(4), eval_end=spans.day(5),
+                  batch_size=128, steps=8, eval_every_steps=4, log_every_steps=4,
+                  checkpoint_every_steps=4, model=ModelConfig(backbone="mlp", tasks="ctr,ctcvr"))
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def esmm_run(funnel_spans, tmp_path_factory):
+    """(config, metrics record) of ESMM trained for 8 steps on the funnel spans."""
+    from cvr_tf import training
+
+    config = multitask_config(funnel_spans, tmp_path_factory.mktemp("esmm"))
+    return config, training.train(config)
+
+
+@pytest.fixture(scope="session")
+def click_space_run(funnel_spans, tmp_path_factory):
+    """(config, metrics record) of a click-space pCVR model (``--tasks=cvr``) trained for 4
+    steps on the funnel spans, selected on pCVR's log loss on the clicked impressions."""
+    from cvr_tf import training
+    from cvr_tf.model import ModelConfig
+
+    config = multitask_config(
+        funnel_spans, tmp_path_factory.mktemp("click_space"), steps=4, eval_every_steps=2,
+        model=ModelConfig(backbone="mlp", tasks="cvr"), early_stopping_task="cvr_on_clicks",
+        early_stopping_metric="logloss")
+    return config, training.train(config)
