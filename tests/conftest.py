@@ -5,7 +5,8 @@ Importing ``cvr_tf`` first selects the Keras 2 API before any test module import
 small world, for the tests of training, export and serving that need real spans;
 ``funnel_spans`` adds a click log to those logs and builds spans with two labels, on which
 ``esmm_run`` and ``click_space_run`` train a multi-task model each, once per session, for the
-tests of multi-task training and of multi-output serving.
+tests of multi-task training, multi-output serving and retraining; ``esmm_export`` exports the
+first as version 1 of model ``esmm``.
 """
 
 import dataclasses
@@ -132,3 +133,16 @@ def click_space_run(funnel_spans, tmp_path_factory):
         model=ModelConfig(backbone="mlp", tasks="cvr"), early_stopping_task="cvr_on_clicks",
         early_stopping_metric="logloss")
     return config, training.train(config)
+
+
+@pytest.fixture(scope="session")
+def esmm_export(esmm_run, tmp_path_factory) -> str:
+    """``esmm_run``'s model exported as ``<base>/esmm/1`` (outputs ``ctr``, ``cvr``, ``ctcvr``),
+    its dense part behind small in-graph batching (executed batches of 16 or 64 rows)."""
+    from serving import export
+    from serving.batching import BatchingConfig
+
+    batching = BatchingConfig(max_batch_size=200, allowed_batch_sizes=(16, 64),
+                              batch_timeout_micros=100)
+    return export.export_model(esmm_run[0].model_dir, str(tmp_path_factory.mktemp("base")),
+                               "esmm", batching=batching)

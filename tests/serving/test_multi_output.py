@@ -3,9 +3,10 @@ SavedModel to the gRPC and REST answers of the local server, the client and the 
 
 Two models trained a few steps on the funnel spans (``esmm_run``: ``--tasks=ctr,ctcvr``, outputs
 ``ctr``, ``cvr``, ``ctcvr``; ``click_space_run``: ``--tasks=cvr``, output ``cvr``) are exported
-once each: ESMM with in-graph batching of the dense part, served as exported; the click-space
-model without, served with ``--enable_batching`` so that its dense stage runs through the
-server's batching queue. Served scores must equal the Keras model's for every task.
+once each: ESMM with in-graph batching of the dense part (tests/conftest.py), served as
+exported; the click-space model without, served with ``--enable_batching`` so that its dense
+stage runs through the server's batching queue. Served scores must equal the Keras model's for
+every task.
 """
 
 import json
@@ -30,17 +31,8 @@ from serving.server import start_server
 from serving.server.servable import load_servable
 from serving.server.warmup_replay import warm_up
 
-BATCHING = BatchingConfig(max_batch_size=200, allowed_batch_sizes=(16, 64),
-                          batch_timeout_micros=100)
 ESMM_OUTPUTS = ["ctcvr", "ctr", "cvr"]
 ROWS = (1, 37, 150)  # 150: more than the largest executed batch (64), so batching splits it
-
-
-@pytest.fixture(scope="module")
-def esmm_export(esmm_run, tmp_path_factory) -> str:
-    config, _ = esmm_run
-    return export.export_model(config.model_dir, str(tmp_path_factory.mktemp("base")), "esmm",
-                               batching=BATCHING)
 
 
 @pytest.fixture(scope="module")
