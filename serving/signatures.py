@@ -32,10 +32,10 @@ here; DHEN's dense part as a whole 2.3x faster at 1,600 rows, no faster at 100, 
 cost what the products save); the embeddings, the layer norms, the logit head and the sigmoid
 stay float32. In a multi-task model the experts (instances of the backbone) and their gates
 compute in bfloat16, the towers, logit heads and probabilities in float32. It is an export-side
-rewrite, plain ``Cast`` and bfloat16 ``MatMul`` ops in the
-graph, so it also reaches the function behind ``BatchFunction``, which TensorFlow's oneDNN
-auto-mixed-precision graph rewrite (what ``tensorflow_model_server --mixed_precision=bfloat16``
-turns on) did not when measured in process.
+rewrite, plain ``Cast`` and bfloat16 ``MatMul`` ops in the graph, so it also reaches the
+function behind ``BatchFunction``, which TensorFlow's oneDNN auto-mixed-precision graph rewrite
+(what ``tensorflow_model_server --mixed_precision=bfloat16`` turns on) did not when measured in
+process.
 """
 
 from __future__ import annotations
