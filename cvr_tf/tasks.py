@@ -56,6 +56,8 @@ CVR_ON_CLICKS = "cvr_on_clicks"
 """The evaluation of pCVR on the clicked impressions only."""
 TASKS_KEY = "tasks"
 """The section of ``--backbone_config`` holding :class:`TaskOptions`."""
+EXPERTS = "experts"
+"""The name of the dense part's :class:`~cvr_tf.layers.mmoe.MultiGateMixture` layer."""
 STRUCTURES = ("shared_bottom", "mmoe", "ple")
 DEFAULT_TOWER = (64,)
 _DEFAULT_EXPERTS = {"mmoe": 4, "ple": 2}
@@ -197,7 +199,7 @@ class TaskSet:
         if len(experts) != count:
             raise ValueError(f"structure {self.options.structure} needs {count} experts, got "
                              f"{len(experts)}")
-        mixture = MultiGateMixture(experts, gates, name="experts")
+        mixture = MultiGateMixture(experts, gates, name=EXPERTS)
         inputs = mixture(embeddings)
         width = int(experts[0].compute_output_shape((None, input_dim))[-1])
         cost = mixture.cost(input_dim)
@@ -284,5 +286,5 @@ def _check_names(mapping: Mapping[str, Any] | None, allowed: Sequence[str], key:
                              f"{', '.join(allowed)} (of these --tasks)")
 
 
-__all__ = ["CVR_ON_CLICKS", "DEFAULT_TOWER", "STRUCTURES", "TASKS", "TASKS_KEY", "TaskOptions",
-           "TaskSet", "parse_tasks", "split_options"]
+__all__ = ["CVR_ON_CLICKS", "DEFAULT_TOWER", "EXPERTS", "STRUCTURES", "TASKS", "TASKS_KEY",
+           "TaskOptions", "TaskSet", "parse_tasks", "split_options"]

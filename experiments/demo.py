@@ -21,8 +21,9 @@ With ``--multitask`` (``make demo-multitask``) it shows the entire-space multi-t
 instead: the same simulated days, spans with two labels (``clicked`` within an hour,
 ``converted`` within 3 days), DCNv2 trained as today's single-task conversion model and as ESMM
 (``--tasks=ctr,ctcvr``), and every task's test metrics beside the single-task model's (pCVR also
-on the clicked impressions only). Multi-output serving is not done yet (issue 13 item 5), so this
-run stops before the export.
+on the clicked impressions only); then ESMM is exported as a split SavedModel and served, and
+every task's served scores (``ctr``, ``cvr``, ``ctcvr`` by name) are checked against the offline
+ones.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.baselines import evaluate_popularity, fit_popularity
-from cvr_tf.evaluation import count_examples
-from cvr_tf.features import default_spec
-from cvr_tf.model import ModelConfig
+from cvr_tf.evaluation import count_examples, evaluate_tasks
+from cvr_tf.features import FeatureSpec, default_spec
+from cvr_tf.model import CVRModel, ModelConfig
 from experiments import demo_retrain
 from experiments.esmm import funnel_spec
 from pipelines.simulate import simulate_logs
@@ -82,11 +83,11 @@ def metrics_table(rows: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def eval_requests(data_dir: str, day: datetime.date
-                  ) -> tuple[list[dict[str, np.ndarray]], np.ndarray, np.ndarray]:
-    """(per-request serving inputs, labels, request keys) of the eval day, by request: what a
-    client sends (``FeatureSpec.serving_columns``: raw columns, never a derived one)."""
-    spec = default_spec()
+def eval_requests(data_dir: str, day: datetime.date, spec: FeatureSpec
+                  ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], np.ndarray]:
+    """(per-request serving inputs, label column -> labels, request keys) of the eval day, by
+    request: what a client sends (``FeatureSpec.serving_columns``: raw columns, never a derived
+    one)."""
     data = input_lib.read_columns(data_dir, day, day, spec)
     order = np.argsort(data[spec.group_key], kind="stable")
     keys = data[spec.group_key][order]
@@ -94,7 +95,29 @@ def eval_requests(data_dir: str, day: datetime.date
     by_request = {c: data[c][order] for c in spec.serving_columns()}
     requests = [{c: values[a:b] for c, values in by_request.items()}
                 for a, b in zip(starts, np.r_[starts[1:], len(keys)], strict=True)]
-    return requests, data[spec.label][order], keys
+    return requests, {label: data[label][order] for label in spec.label_names}, keys
+
+
+def offline_scores(model: CVRModel, requests: list[dict[str, np.ndarray]]
+                   ) -> dict[str, np.ndarray]:
+    """The Keras model's scores of the requests, by served output name (``probabilities``, or
+    by task), in request order."""
+    scores = model(model.spec.derive_serving_columns(
+        {c: np.concatenate([r[c] for r in requests]) for c in requests[0]}))
+    if not isinstance(scores, dict):
+        scores = {"probabilities": scores}
+    return {name: values.numpy() for name, values in scores.items()}
+
+
+def served_difference(served: dict[str, np.ndarray], offline: dict[str, np.ndarray]
+                      ) -> dict[str, float]:
+    """Output -> max |served - offline|; exits when any output is missing or differs."""
+    if sorted(served) != sorted(offline):
+        raise SystemExit(f"served outputs {sorted(served)} are not the model's {sorted(offline)}")
+    difference = {name: float(np.max(np.abs(served[name] - offline[name]))) for name in offline}
+    if max(difference.values()) > 1e-5:
+        raise SystemExit(f"served scores differ from offline ones: {difference}")
+    return difference
 
 
 def _free_port() -> int:
@@ -103,11 +126,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve_and_score(export_base: str, requests: list[dict[str, np.ndarray]]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def serve_and_score(export_base: str, requests: list[dict[str, np.ndarray]],
+                    model_name: str = "cvr") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Runs ``python -m serving.server`` on the export and scores every request through it.
 
-    Returns the scores (in request order) and each request's latency in seconds.
+    Returns every output's scores (by output name, in request order) and each request's
+    latency in seconds.
     """
     target = f"127.0.0.1:{_free_port()}"
     command = [sys.executable, "-m", "serving.server", f"--port={target.split(':')[1]}",
@@ -118,12 +142,12 @@ def serve_and_score(export_base: str, requests: list[dict[str, np.ndarray]]
     try:
         with grpc.insecure_channel(target) as channel:  # bound once every model is warm
             grpc.channel_ready_future(channel).result(timeout=180)
-        with PredictionClient(target, "cvr", timeout_s=10.0) as client:
+        with PredictionClient(target, model_name, timeout_s=10.0) as client:
 
-            def timed(features: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+            def timed(features: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
                 began = time.perf_counter()
-                scores = client.predict(features, output_filter=["probabilities"])
-                return scores["probabilities"], time.perf_counter() - began
+                scores = client.predict(features)  # every output
+                return scores, time.perf_counter() - began
 
             with futures.ThreadPoolExecutor(max_workers=8) as pool:
                 results = list(pool.map(timed, requests))
@@ -134,7 +158,8 @@ def serve_and_score(export_base: str, requests: list[dict[str, np.ndarray]]
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)  # graceful: in-flight calls finish
             server.communicate(timeout=60)
-    return np.concatenate([s for s, _ in results]), np.array([t for _, t in results])
+    return ({name: np.concatenate([s[name] for s, _ in results]) for name in results[0][0]},
+            np.array([t for _, t in results]))
 
 
 def main(argv: list[str]) -> None:
@@ -219,22 +244,19 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
         if not export.existing_versions(os.path.join(export_base, "cvr")):
             print("   " + export.export_model(config.model_dir, export_base, "cvr"))
     with step("6. Scoring every eval request through the local gRPC server"):
-        requests, labels, keys = eval_requests(spans, last_day)
+        requests, labels, keys = eval_requests(spans, last_day, spec)
         served, latencies = serve_and_score(export_base, requests)
-        model = model_dir_lib.load_model(config.model_dir)
-        offline = model(model.spec.derive_serving_columns(
-            {c: np.concatenate([r[c] for r in requests]) for c in requests[0]}))
-        difference = float(np.max(np.abs(served - offline.numpy())))
-        served_metrics = metrics_lib.evaluate(labels, served, keys)
-        print(f"   {len(requests)} requests, max |served - offline| = {difference:.2e}")
+        difference = served_difference(
+            served, offline_scores(model_dir_lib.load_model(config.model_dir), requests))
+        served_metrics = metrics_lib.evaluate(labels[spec.label], served["probabilities"], keys)
+        print(f"   {len(requests)} requests, max |served - offline| = "
+              f"{difference['probabilities']:.2e}")
         print(metrics_table({"dcnv2 served over gRPC": served_metrics,
                              "dcnv2 offline eval": record["eval"]}))
         p50, p95, p99 = np.percentile(latencies * 1e3, [50, 95, 99])
         print(f"   client-side latency per request ({candidates} candidates, 8 in flight): "
               f"p50 {p50:.1f} ms, "
               f"p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {latencies.max() * 1e3:.1f} ms")
-        if difference > 1e-5:
-            raise SystemExit(f"served scores differ from offline ones by {difference}")
     print("\nServer stopped.")
     with step(f"7. Day {days + 1} arrives: the retraining loop (warm start, gate, push)"):
         demo_retrain.retraining_step(workdir, FIRST_DAY, days, requests_per_day, candidates, seed)
@@ -284,8 +306,27 @@ def run_multitask(workdir: str, days: int, requests_per_day: int, candidates: in
           "converted for the single-task model and pCVR, clicked for pCTR, clicked and "
           f"converted for pCTCVR):\n{task_table(single['eval'], esmm['eval'])}")
     print("pCTCVR and the single-task model estimate the same quantity, P(conversion | "
-          "impression); ESMM factors it into pCTR and pCVR. Multi-output serving is issue 13 "
-          "item 5: `make demo` shows the export and the server for the single-task model.")
+          "impression); ESMM factors it into pCTR and pCVR.")
+
+    export_base, esmm_dir = os.path.join(workdir, "export"), os.path.join(workdir, "models", "esmm")
+    with step("5. Exporting ESMM as a split SavedModel: every task's probability by name"):
+        if not export.existing_versions(os.path.join(export_base, "esmm")):
+            print("   " + export.export_model(esmm_dir, export_base, "esmm"))
+    with step("6. Scoring every eval request through the local gRPC server, every task"):
+        spec = funnel_spec()
+        requests, labels, keys = eval_requests(spans, last_day, spec)
+        served, latencies = serve_and_score(export_base, requests, "esmm")
+        model = model_dir_lib.load_model(esmm_dir)
+        difference = served_difference(served, offline_scores(model, requests))
+        print(f"   {len(requests)} requests; outputs {', '.join(difference)}; max |served - "
+              "offline| " + ", ".join(f"{name} {value:.2e}" for name, value in difference.items()))
+        served_metrics = evaluate_tasks(model.task_set, model.task_labels, labels, served, keys)
+        print(metrics_table({f"ESMM {task} served over gRPC": served_metrics[task]
+                             for task in model.task_set.evaluated}))
+        p50, p99 = np.percentile(latencies * 1e3, [50, 99])
+        print(f"   client-side latency per request ({candidates} candidates, every output, 8 in "
+              f"flight): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print("\nServer stopped.")
 
 
 def define_flags() -> None:
@@ -297,8 +338,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("candidates_per_request", 20, "Items shown per request.")
     flags.DEFINE_integer("seed", 0, "Seed of the simulated world and of training.")
     flags.DEFINE_bool("multitask", False, "Show ESMM (--tasks=ctr,ctcvr) beside the "
-                      "single-task model, on spans with click and conversion labels, instead of "
-                      "serving.")
+                      "single-task model, on spans with click and conversion labels, then serve "
+                      "ESMM's every task.")
 
 
 if __name__ == "__main__":

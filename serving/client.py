@@ -4,7 +4,12 @@ Library::
 
     with PredictionClient("127.0.0.1:8500", "cvr") as client:
         outputs = client.predict({"user_id": ..., "item_id": ..., "item_price": ...})
-        scores = outputs["probabilities"]
+        scores = outputs["probabilities"]   # a multi-task model: outputs["ctr"], ["ctcvr"], ...
+
+Every call returns the signature's outputs by name: ``probabilities`` for a single-task export,
+one output per task (``ctr``, ``cvr``, ``ctcvr``) for a multi-task one
+(:func:`serving.signatures.output_names`); ``output_filter``/``output_names`` pick some, and
+:meth:`PredictionClient.output_names` lists them (GetModelMetadata).
 
 Every call has a deadline (``timeout_s``). A call answered ``UNAVAILABLE`` (server starting,
 restarting, or its batching queue full) is retried up to ``max_retries`` times after a jittered
@@ -12,7 +17,10 @@ exponential backoff; every other status (``INVALID_ARGUMENT``, ``NOT_FOUND``, ..
 once, since retrying cannot change it.
 
 CLI, scoring a file of requests (JSON, or TFRecords of ``tf.Example`` rows grouped by
-``--group_key``; see :mod:`serving.request_files`) and writing one JSON line per request::
+``--group_key``; see :mod:`serving.request_files`) and writing one JSON line per request,
+``{"request": key, "scores": [...]}`` with one output and ``{"request": key, "scores":
+{output: [...], ...}}`` with several, as TF Serving's REST API answers
+(``--output_names=ctcvr`` keeps one output of a multi-task model)::
 
     python -m serving.client --server=127.0.0.1:8500 --model_name=cvr --input=requests.json
 """
@@ -24,7 +32,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 
 import grpc
@@ -193,28 +201,22 @@ class PredictionClient:
     def score_requests(
         self,
         requests: Iterable[Mapping[str, np.ndarray]],
-        output_name: str = "probabilities",
+        output_names: Sequence[str] = (),
         max_in_flight: int = 8,
-    ) -> list[np.ndarray]:
+    ) -> list[dict[str, np.ndarray]]:
         """Scores the candidates of many requests, ``max_in_flight`` of them concurrently.
 
         Args:
             requests: One feature dict per request.
-            output_name: The output holding the scores.
+            output_names: The outputs to return (e.g. ``["ctcvr"]``); empty returns every one.
             max_in_flight: Concurrent calls.
 
         Returns:
-            The scores of each request, in order.
+            The scores of each request, in order, by output name.
         """
         with futures.ThreadPoolExecutor(max_workers=max_in_flight) as pool:
-            return list(
-                pool.map(
-                    lambda features: self.predict(features, output_filter=[output_name])[
-                        output_name
-                    ],
-                    requests,
-                )
-            )
+            return list(pool.map(
+                lambda features: self.predict(features, output_filter=output_names), requests))
 
     def signature_defs(self, version: int | None = None) -> dict[str, meta_graph_pb2.SignatureDef]:
         """The model's signatures, from GetModelMetadata."""
@@ -227,34 +229,57 @@ class PredictionClient:
         response.metadata["signature_def"].Unpack(signature_map)
         return dict(signature_map.signature_def)
 
-    def input_specs(self) -> dict[str, InputSpec]:
-        """The inputs (names, dtypes, shapes) of the client's signature, from GetModelMetadata."""
+    def signature_def(self) -> meta_graph_pb2.SignatureDef:
+        """The client's signature, from GetModelMetadata.
+
+        Raises:
+            ValueError: the model has no such signature.
+        """
         signatures = self.signature_defs()
         if self.signature_name not in signatures:
             raise ValueError(
                 f"model '{self.model_name}' has no signature '{self.signature_name}'; it has "
                 f"{sorted(name for name in signatures if not name.startswith('__'))}"
             )
-        return input_specs(signatures[self.signature_name])
+        return signatures[self.signature_name]
+
+    def input_specs(self) -> dict[str, InputSpec]:
+        """The inputs (names, dtypes, shapes) of the client's signature, from GetModelMetadata."""
+        return input_specs(self.signature_def())
+
+    def output_names(self) -> list[str]:
+        """The outputs of the client's signature, sorted (``probabilities``, or the tasks'
+        ``ctcvr``, ``ctr``, ``cvr``), from GetModelMetadata."""
+        return sorted(self.signature_def().outputs)
 
 
 def score_file(
     client: PredictionClient,
     path: str,
     group_key: str = "request_id",
-    output_name: str = "probabilities",
+    output_names: Sequence[str] = (),
 ) -> list[dict]:
     """Scores every request of a JSON or TFRecord file.
 
+    Args:
+        client: The client.
+        path: The requests (:mod:`serving.request_files`).
+        group_key: The feature grouping TFRecord rows into requests.
+        output_names: The outputs to keep; empty keeps every output of the signature.
+
     Returns:
-        One ``{"request": key, "scores": [...]}`` record per request, in file order.
+        One record per request, in file order: ``{"request": key, "scores": [...]}`` when one
+        output is kept, ``{"request": key, "scores": {output: [...]}}`` when several are (TF
+        Serving's REST convention).
     """
     keys, requests = read_requests(path, client.input_specs(), group_key)
-    scores = client.score_requests(requests, output_name)
-    return [
-        {"request": key, "scores": np.asarray(values).reshape(-1).tolist()}
-        for key, values in zip(keys, scores, strict=True)
-    ]
+    records = []
+    for key, outputs in zip(keys, client.score_requests(requests, output_names), strict=True):
+        scores = {name: np.asarray(values).reshape(-1).tolist()
+                  for name, values in sorted(outputs.items())}
+        records.append({"request": key,
+                        "scores": next(iter(scores.values())) if len(scores) == 1 else scores})
+    return records
 
 
 FLAGS = flags.FLAGS
@@ -267,7 +292,8 @@ def define_flags() -> None:
     flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
     flags.DEFINE_string("input", None, "JSON (.json) or TFRecord file of requests.", required=True)
     flags.DEFINE_string("group_key", "request_id", "Feature grouping TFRecord rows into requests.")
-    flags.DEFINE_string("output_name", "probabilities", "The signature output holding scores.")
+    flags.DEFINE_list("output_names", [], "Outputs to write (e.g. ctcvr); empty: every output "
+                      "of the signature (probabilities, or one per task).")
     flags.DEFINE_string("output", "", "Write JSON lines here instead of stdout.")
     flags.DEFINE_float("timeout_s", 5.0, "Deadline of each call.")
     flags.DEFINE_integer("max_retries", 3, "Retries after UNAVAILABLE.")
@@ -283,7 +309,7 @@ def main(argv: list[str]) -> None:
         timeout_s=FLAGS.timeout_s,
         max_retries=FLAGS.max_retries,
     ) as client:
-        records = score_file(client, FLAGS.input, FLAGS.group_key, FLAGS.output_name)
+        records = score_file(client, FLAGS.input, FLAGS.group_key, FLAGS.output_names)
     lines = "".join(json.dumps(record) + "\n" for record in records)
     if FLAGS.output:
         with open(FLAGS.output, "w", encoding="utf-8") as handle:

@@ -26,9 +26,11 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 
 import numpy as np
 from absl import app, flags, logging
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import logging_config_pb2
@@ -125,9 +127,6 @@ def export_model(
         ``dense_device`` or ``dense_precision``, or warmup requests the model cannot answer.
     """
     tf_serving_config.validate_model_name(model_name)
-    if tasks := model_dir_lib.read_model_definition(model_dir)[1].tasks:
-        raise ValueError(f"{model_dir} is a multi-task model (--tasks={tasks}); exporting several "
-                         "outputs is multi-output serving, issue 13 item 5, not done yet")
     if dense_device not in signatures.DEVICES:
         raise ValueError(
             f"dense_device {dense_device!r} unknown; use one of {', '.join(signatures.DEVICES)}"
@@ -149,6 +148,8 @@ def export_model(
     module = signatures.ServingModule(
         model, batching, signatures.DEVICES[dense_device], jit_compile_dense, dense_precision
     )
+    functions = module.signatures()
+    logged = _logged_warmup(warmup_requests, model_name, functions) if warmup_requests else None
     staging = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -156,9 +157,9 @@ def export_model(
         # and the traces doubled the time of a DHEN export. tf_keras' own option (it has no public
         # one for tf.saved_model.save).
         with keras_saved_model_utils.keras_option_scope(save_traces=False):
-            tf.saved_model.save(module, staging, signatures=module.signatures())
-        if warmup_requests:
-            warmup.write_warmup_logs(staging, _logged_warmup(warmup_requests, model_name, staging))
+            tf.saved_model.save(module, staging, signatures=functions)
+        if logged is not None:
+            warmup.write_warmup_logs(staging, logged)
         else:
             warmup.write_warmup_requests(staging, model_name,
                                          _warmup_requests(model, module, batching))
@@ -175,15 +176,21 @@ def export_model(
     return final
 
 
-def _logged_warmup(path: str, model_name: str, saved_model_dir: str
+def _logged_warmup(path: str, model_name: str,
+                   functions: Mapping[str, tf.types.experimental.ConcreteFunction]
                    ) -> list[prediction_log_pb2.PredictionLog]:
-    """The warmup records of a logged-requests file, checked against the SavedModel's
-    signatures (their names and inputs, as TF Serving reads them).
+    """The warmup records of a logged-requests file, checked against the signatures about to be
+    exported (their names, and the input and output keys TF Serving will read from their
+    ``SignatureDef``s), before anything is written.
 
     Raises:
-      ValueError: a request calls a signature the model lacks, or sends other inputs.
+      ValueError: a request calls a signature the model lacks, sends other inputs, or filters
+        on an output the signature lacks (e.g. ``probabilities`` logged for a single-task model
+        replayed against a multi-task one, whose outputs are named by task).
     """
-    served = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0].signature_def
+    served = {name: ({spec.name for spec in tf.nest.flatten(function.structured_input_signature)},
+                     set(function.structured_outputs))
+              for name, function in functions.items()}
     records = warmup_records(read_request_logs([path]), model_name)
     for index, record in enumerate(records, start=1):
         if record.WhichOneof("log_type") != "predict_log":
@@ -193,11 +200,16 @@ def _logged_warmup(path: str, model_name: str, saved_model_dir: str
         if name not in served:
             raise ValueError(f"--warmup_requests={path}: record {index} calls signature "
                              f"{name!r}; the model has {', '.join(sorted(served))}")
-        wanted = set(served[name].inputs)
+        wanted, outputs = served[name]
         if set(request.inputs) != wanted:
             raise ValueError(f"--warmup_requests={path}: record {index} sends inputs "
                              f"{sorted(request.inputs)}; signature {name!r} takes "
                              f"{sorted(wanted)} (were the requests logged for another model?)")
+        unknown = sorted(set(request.output_filter) - outputs)
+        if unknown:
+            raise ValueError(f"--warmup_requests={path}: record {index} asks for outputs "
+                             f"{unknown}; signature {name!r} returns {sorted(outputs)} (were "
+                             "the requests logged for another model?)")
     if not records:
         raise ValueError(f"--warmup_requests={path} holds no request")
     return records
@@ -226,7 +238,10 @@ def _warmup_requests(
 def compiles_with_xla(version_dir: str) -> bool:
     """Whether a SavedModel holds ``jit_compile`` functions (tensorflow_model_server on CPU then
     needs ``--xla_cpu_compilation_enabled=true``)."""
-    meta_graph = loader_impl.parse_saved_model(version_dir).meta_graphs[0]
+    return _compiles_with_xla(loader_impl.parse_saved_model(version_dir).meta_graphs[0])
+
+
+def _compiles_with_xla(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
     return any(f.attr["_XlaMustCompile"].b for f in meta_graph.graph_def.library.function)
 
 
@@ -245,7 +260,8 @@ def write_server_files(export_base: str, batching: BatchingConfig) -> dict[str, 
     ``logging_config``), and the other files.
 
     The README's tensorflow_model_server command turns XLA on for CPU hosts when the latest
-    version of any model there is compiled with it.
+    version of any model there is compiled with it, and the README names each model's outputs
+    (those of its latest version's ``serving_default``).
     """
     export_base = os.path.abspath(export_base)
     models = sorted(
@@ -273,11 +289,13 @@ def write_server_files(export_base: str, batching: BatchingConfig) -> dict[str, 
     write_batching_parameters(paths[BATCHING_FILE], batching.server_side())
     tf_serving_config.write_monitoring_config(paths[MONITORING_FILE])
     server_side = batching.scope == "none"
-    xla = any(
-        compiles_with_xla(os.path.join(export_base, name, str(existing_versions(
-            os.path.join(export_base, name))[-1])))
-        for name in models
-    )
+    latest = {name: loader_impl.parse_saved_model(os.path.join(export_base, name, str(
+        existing_versions(os.path.join(export_base, name))[-1]))).meta_graphs[0]
+        for name in models}
+    xla = any(_compiles_with_xla(meta_graph) for meta_graph in latest.values())
+    outputs = {name: sorted(meta_graph.signature_def[signatures.DEFAULT_SIGNATURE].outputs)
+               for name, meta_graph in latest.items()
+               if signatures.DEFAULT_SIGNATURE in meta_graph.signature_def}
     command = tf_serving_config.model_server_command(
         paths[MODELS_CONFIG],
         batching_parameters_file=paths[BATCHING_FILE] if server_side else None,
@@ -289,12 +307,13 @@ def write_server_files(export_base: str, batching: BatchingConfig) -> dict[str, 
         batching_parameters_file=paths[BATCHING_FILE] if server_side else None,
     ).replace("tensorflow_model_server", "python -m serving.server", 1)
     with open(paths[README], "w", encoding="utf-8") as handle:
-        handle.write(_readme(models, command, local, batching))
+        handle.write(_readme(models, command, local, batching, outputs))
     return paths
 
 
 def _readme(
-    models: list[str], command: str, local: str, batching: BatchingConfig
+    models: list[str], command: str, local: str, batching: BatchingConfig,
+    outputs: dict[str, list[str]],
 ) -> str:
     if batching.scope == "none":
         batching_note = (
@@ -313,7 +332,11 @@ def _readme(
         f"With TF Serving:\n\n```\n{command}\n```\n\n"
         f"With the local development server (same gRPC API):\n\n```\n{local}\n```\n\n"
         f"{batching_note} Prometheus metrics: REST port, "
-        f"`{tf_serving_config.PROMETHEUS_METRICS_PATH}`.\n"
+        f"`{tf_serving_config.PROMETHEUS_METRICS_PATH}`.\n\n"
+        "Outputs of `serving_default` and `dense`, one probability per candidate each (a "
+        "Predict `output_filter` picks some; every one comes from the same dense call): "
+        + "; ".join(f"{name}: " + ", ".join(f"`{output}`" for output in names)
+                    for name, names in outputs.items()) + ".\n"
     )
 
 

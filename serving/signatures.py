@@ -4,9 +4,15 @@
   and gathers, pinned to the CPU. The raw columns are ``spec.serving_columns()``: for a
   ``request_relative`` feature its raw column and the group key, from which the model's column
   is derived over the rows of the call (one search request per call), before any batching.
-- ``dense``: ``embeddings`` -> ``probabilities [batch]``; the dense device, batched.
-- ``serving_default``: raw serving columns -> ``probabilities``; embed in the request thread,
+- ``dense``: ``embeddings`` -> the probabilities; the dense device, batched.
+- ``serving_default``: raw serving columns -> the probabilities; embed in the request thread,
   then the batched dense part.
+
+The probabilities (:func:`output_names`, their one source) are one output ``probabilities
+[batch]`` for a single-task model, and one ``[batch]`` output per task, named by the task, for a
+multi-task model (``--tasks``): ``ctr``, ``cvr`` and ``ctcvr`` for ESMM (``--tasks=ctr,ctcvr``),
+``cvr`` for a click-space pCVR model (:attr:`cvr_tf.tasks.TaskSet.outputs`). Every output
+comes from the same batched dense call; a client picks some with ``output_filter``.
 
 Batching is TensorFlow's in-graph ``BatchFunction`` op. Its queue is keyed by the op's node
 name, so every batched function is built in its own name scope: two different functions
@@ -24,18 +30,22 @@ Precision: with ``dense_precision="bfloat16"`` the backbone computes in bfloat16
 AMX) through oneDNN with float32 accumulation (about 3x the float32 rate of a large product
 here; DHEN's dense part as a whole 2.3x faster at 1,600 rows, no faster at 100, where the casts
 cost what the products save); the embeddings, the layer norms, the logit head and the sigmoid
-stay float32. It is an export-side rewrite, plain ``Cast`` and bfloat16 ``MatMul`` ops in the
-graph, so it also reaches the function behind ``BatchFunction``, which TensorFlow's oneDNN
-auto-mixed-precision graph rewrite (what ``tensorflow_model_server --mixed_precision=bfloat16``
-turns on) did not when measured in process.
+stay float32. In a multi-task model the experts (instances of the backbone) and their gates
+compute in bfloat16, the towers, logit heads and probabilities in float32. It is an export-side
+rewrite, plain ``Cast`` and bfloat16 ``MatMul`` ops in the graph, so it also reaches the
+function behind ``BatchFunction``, which TensorFlow's oneDNN auto-mixed-precision graph rewrite
+(what ``tensorflow_model_server --mixed_precision=bfloat16`` turns on) did not when measured in
+process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from cvr_tf import tasks as tasks_lib
 from cvr_tf.compat import keras, tf
-from cvr_tf.model import CVRModel
+from cvr_tf.layers.mmoe import MultiGateMixture
+from cvr_tf.model import CVRModel, ModelConfig
 from serving.batching import BatchingConfig
 
 EMBED_SIGNATURE = "embed"
@@ -45,6 +55,17 @@ EMBEDDINGS = "embeddings"
 PROBABILITIES = "probabilities"
 DEVICES = {"gpu": "/device:GPU:0", "cpu": "/device:CPU:0", "none": None}
 DENSE_PRECISIONS = ("float32", "bfloat16")
+_MIXED_BFLOAT16 = "mixed_bfloat16"
+
+
+def output_names(config: ModelConfig) -> tuple[str, ...]:
+    """The outputs of ``dense`` and ``serving_default`` for a model of ``config``, each a
+    probability ``[batch]``: ``("probabilities",)`` for a single-task model, else its tasks'
+    outputs (:attr:`cvr_tf.tasks.TaskSet.outputs`; ``("ctr", "cvr", "ctcvr")`` for
+    ``--tasks=ctr,ctcvr``). The export writes these names; servers and clients read them back
+    from the signature."""
+    task_set = tasks_lib.parse_tasks(config.tasks, config.backbone_config)
+    return (PROBABILITIES,) if task_set is None else task_set.outputs
 
 
 def batch_function(batching: BatchingConfig, name: str) -> Callable[[Callable], Callable]:
@@ -75,21 +96,30 @@ def batch_function(batching: BatchingConfig, name: str) -> Callable[[Callable], 
 def bfloat16_dense_part(model: CVRModel) -> keras.Model:
     """A copy of ``model.dense_part`` whose backbone computes in bfloat16.
 
-    The backbone is rebuilt under Keras' ``mixed_bfloat16`` policy: its weights stay float32 (a
-    copy of the model's) and are cast to bfloat16 when read, its matrix products and activations
-    run in bfloat16 with float32 accumulation, and its layer norms in float32
-    (:class:`cvr_tf.layers.norm.LayerNorm`). The logit head and the sigmoid stay float32, so
-    the logit ``w . h + b`` and the probability are not rounded to bfloat16's 8 bits.
+    The backbone (for a multi-task model: the mixture of experts, each an instance of the
+    backbone, with their gates) is rebuilt under Keras' ``mixed_bfloat16`` policy: its weights
+    stay float32 (a copy of the model's) and are cast to bfloat16 when read, its matrix products
+    and activations run in bfloat16 with float32 accumulation, and its layer norms in float32
+    (:class:`cvr_tf.layers.norm.LayerNorm`). The logit heads (and a multi-task model's towers)
+    and the sigmoid stay float32, so the logit ``w . h + b`` and the probability are not
+    rounded to bfloat16's 8 bits.
     """
-    backbone = model.backbone.layer
+    backbone = (model.dense_part.get_layer(tasks_lib.EXPERTS) if model.task_set is not None
+                else model.backbone.layer)
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        precision = "mixed_bfloat16" if layer is backbone else "float32"
-        return layer.__class__.from_config({**layer.get_config(), "dtype": precision})
+        if layer is not backbone:
+            return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+        config = {**layer.get_config(), "dtype": _MIXED_BFLOAT16}
+        if isinstance(layer, MultiGateMixture):  # the experts are the backbones
+            config["experts"] = [{**expert, "config": {**expert["config"],
+                                                        "dtype": _MIXED_BFLOAT16}}
+                                 for expert in config["experts"]]
+        return layer.__class__.from_config(config)
 
     # Layers a backbone creates inside itself take the global policy, not its own.
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(_MIXED_BFLOAT16)
     try:
         copy = keras.models.clone_model(model.dense_part, clone_function=clone)
     finally:
@@ -108,7 +138,7 @@ class ServingModule(tf.Module):
     INVALID_ARGUMENT: float inputs (raw numeric columns, ``embeddings``) must be finite, as the
     training pipeline requires of its rows (the message names the input); with batching on, a
     request of more than ``max_batch_size`` rows is refused by all three signatures alike.
-    Outputs have static ranks (``embeddings [batch, D]``, ``probabilities [batch]``) in the
+    Outputs have static ranks (``embeddings [batch, D]``, each probability ``[batch]``) in the
     signature metadata.
 
     Args:
@@ -149,6 +179,7 @@ class ServingModule(tf.Module):
             for c, d in model.spec.serving_columns().items()
         }
         self.embedding_dim = model.embedding_part.output_shape[-1]
+        self.output_names = output_names(model.config)
         dense = self._dense_probabilities
         if jit_compile_dense:
             dense = tf.function(dense, jit_compile=True, autograph=False)
@@ -171,20 +202,15 @@ class ServingModule(tf.Module):
             autograph=False,
         )
         self.dense = tf.function(
-            lambda embeddings: {
-                PROBABILITIES: self._probabilities(
-                    self._run_dense(self._checked({EMBEDDINGS: embeddings})[EMBEDDINGS])
-                )
-            },
+            lambda embeddings: self._outputs(
+                self._run_dense(self._checked({EMBEDDINGS: embeddings})[EMBEDDINGS])),
             input_signature=[
                 tf.TensorSpec([None, self.embedding_dim], tf.float32, name=EMBEDDINGS)
             ],
             autograph=False,
         )
         self.serving_default = tf.function(
-            lambda features: {
-                PROBABILITIES: self._probabilities(self._run_whole(self._model_columns(features)))
-            },
+            lambda features: self._outputs(self._run_whole(self._model_columns(features))),
             input_signature=[self.input_signature],
             autograph=False,
         )
@@ -226,16 +252,20 @@ class ServingModule(tf.Module):
         with tf.device("/device:CPU:0"):
             return tf.ensure_shape(self.embedding_part(dict(features)), [None, self.embedding_dim])
 
-    def _dense_probabilities(self, embeddings: tf.Tensor) -> tf.Tensor:
+    def _dense_probabilities(self, embeddings: tf.Tensor) -> tf.Tensor | dict[str, tf.Tensor]:
         if self._dense_device is None:
             return self.dense_part(embeddings)
         with tf.device(self._dense_device):
             return self.dense_part(embeddings)
 
-    @staticmethod
-    def _probabilities(probabilities: tf.Tensor) -> tf.Tensor:
-        """The batch op's output has no static shape; the signature promises ``[batch]``."""
-        return tf.ensure_shape(probabilities, [None])
+    def _outputs(self, probabilities: tf.Tensor | Mapping[str, tf.Tensor]
+                 ) -> dict[str, tf.Tensor]:
+        """The dense part's probabilities (a tensor, or by task) as the signature's outputs
+        (:func:`output_names`). The batch op's outputs have no static shape; the signature
+        promises ``[batch]``."""
+        if not isinstance(probabilities, Mapping):
+            probabilities = {PROBABILITIES: probabilities}
+        return {name: tf.ensure_shape(probabilities[name], [None]) for name in self.output_names}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """The three signatures, keyed by their SavedModel names."""

@@ -3,7 +3,10 @@
 Importing ``cvr_tf`` first selects the Keras 2 API before any test module imports TensorFlow.
 ``simulated_spans`` runs the real simulator and the real Beam pipeline once per session on a
 small world, for the tests of training, export and serving that need real spans;
-``funnel_spans`` adds a click log to those logs and builds spans with two labels.
+``funnel_spans`` adds a click log to those logs and builds spans with two labels, on which
+``esmm_run`` and ``click_space_run`` train a multi-task model each, once per session, for the
+tests of multi-task training, multi-output serving and retraining; ``esmm_export`` exports the
+first as version 1 of model ``esmm``.
 """
 
 import dataclasses
@@ -93,3 +96,53 @@ def funnel_spans(simulated_spans, tmp_path_factory) -> SimulatedSpans:
                 simulated_spans.day(simulated_spans.days - 1), spec)
     return SimulatedSpans(str(logs), str(root / "spans"), simulated_spans.first_day,
                           simulated_spans.days)
+
+
+def multitask_config(spans: SimulatedSpans, model_dir, **overrides):
+    """A few steps of an ESMM (``--tasks=ctr,ctcvr``, mlp backbone) training run on ``spans``:
+    days 0-3 train, days 4-5 test; ``overrides`` replace any field."""
+    from cvr_tf import training
+    from cvr_tf.model import ModelConfig
+
+    values = dict(data_dir=spans.spans, model_dir=str(model_dir), train_start=spans.day(0),
+                  train_end=spans.day(3), eval_start=spans.day(4), eval_end=spans.day(5),
+                  batch_size=128, steps=8, eval_every_steps=4, log_every_steps=4,
+                  checkpoint_every_steps=4, model=ModelConfig(backbone="mlp", tasks="ctr,ctcvr"))
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def esmm_run(funnel_spans, tmp_path_factory):
+    """(config, metrics record) of ESMM trained for 8 steps on the funnel spans."""
+    from cvr_tf import training
+
+    config = multitask_config(funnel_spans, tmp_path_factory.mktemp("esmm"))
+    return config, training.train(config)
+
+
+@pytest.fixture(scope="session")
+def click_space_run(funnel_spans, tmp_path_factory):
+    """(config, metrics record) of a click-space pCVR model (``--tasks=cvr``) trained for 4
+    steps on the funnel spans, selected on pCVR's log loss on the clicked impressions."""
+    from cvr_tf import training
+    from cvr_tf.model import ModelConfig
+
+    config = multitask_config(
+        funnel_spans, tmp_path_factory.mktemp("click_space"), steps=4, eval_every_steps=2,
+        model=ModelConfig(backbone="mlp", tasks="cvr"), early_stopping_task="cvr_on_clicks",
+        early_stopping_metric="logloss")
+    return config, training.train(config)
+
+
+@pytest.fixture(scope="session")
+def esmm_export(esmm_run, tmp_path_factory) -> str:
+    """``esmm_run``'s model exported as ``<base>/esmm/1`` (outputs ``ctr``, ``cvr``, ``ctcvr``),
+    its dense part behind small in-graph batching (executed batches of 16 or 64 rows)."""
+    from serving import export
+    from serving.batching import BatchingConfig
+
+    batching = BatchingConfig(max_batch_size=200, allowed_batch_sizes=(16, 64),
+                              batch_timeout_micros=100)
+    return export.export_model(esmm_run[0].model_dir, str(tmp_path_factory.mktemp("base")),
+                               "esmm", batching=batching)

@@ -14,6 +14,7 @@ import datetime
 from typing import Any
 
 from cvr_tf.retraining.blessing import BLESS_METRICS, check_gate
+from cvr_tf.tasks import parse_tasks
 from cvr_tf.training import TrainConfig
 
 # TrainConfig fields the loop sets for each day's candidate: they are not flags of the loop.
@@ -64,6 +65,10 @@ class RetrainConfig:
                                "the served model.", choices=BLESS_METRICS)
     bless_tolerance: float = _field(0.0, "How much worse than the served model's "
                                     "--bless_metric (absolute, direction-aware) still blesses.")
+    bless_task: str = _field("", "A multi-task candidate (--tasks): the evaluation the gate and "
+                             "the report read (ctr, cvr, ctcvr or cvr_on_clicks, one of those "
+                             "--tasks evaluates); empty: --early_stopping_task, else the last "
+                             "of --tasks. Leave it empty for a single-task candidate.")
     calibration_bounds: tuple[float, float] = _field(
         (0.5, 2.0), "low,high: the candidate's calibration (sum of predictions / positives) on "
         "the holdout must lie within.", parse=parse_bounds)
@@ -88,6 +93,17 @@ class RetrainConfig:
         return tuple(c.strip() for c in self.slice_by.split(",") if c.strip())
 
     @property
+    def bless_evaluation(self) -> str | None:
+        """The evaluation the gate decides on: ``--bless_task``, else the training's
+        ``--early_stopping_task``, else the last of ``--tasks``; None for a single-task
+        candidate (its one output on the spec's label)."""
+        model = self.training.model
+        task_set = parse_tasks(model.tasks, model.backbone_config)
+        if task_set is None:
+            return None
+        return self.bless_task or self.training.early_stopping_task or task_set.primary
+
+    @property
     def train_start(self) -> datetime.date:
         return self.date - datetime.timedelta(days=self.train_days)
 
@@ -102,10 +118,16 @@ class RetrainConfig:
         check_gate(self.bless_metric, self.bless_tolerance, self.calibration_bounds)
         if self.attribution_days is not None and self.attribution_days < 0:
             raise ValueError(f"--attribution_days must be >= 0, got {self.attribution_days}")
-        if self.training.model.tasks:
-            raise ValueError(f"--tasks={self.training.model.tasks}: the loop pushes what "
-                             "serving.export exports, single-task models only (multi-output "
-                             "serving is not done yet); drop --tasks")
+        model = self.training.model
+        task_set = parse_tasks(model.tasks, model.backbone_config)
+        if task_set is None and self.bless_task:
+            raise ValueError(f"--bless_task={self.bless_task} chooses among the evaluations of a "
+                             "multi-task candidate; this one is single-task (no --tasks): drop "
+                             "--bless_task")
+        if task_set is not None and self.bless_evaluation not in task_set.evaluated:
+            flag = "bless_task" if self.bless_task else "early_stopping_task"
+            raise ValueError(f"--{flag}={self.bless_evaluation} is not an evaluation of "
+                             f"--tasks={model.tasks}; use one of {', '.join(task_set.evaluated)}")
 
     def to_record(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)

@@ -3,7 +3,8 @@
 Both models of a blessing decision score the same rows (both splits of the holdout day's
 span, in file order) through ``model.served_probabilities``, the forward pass that evaluation,
 validation and export share, so the comparison is exact and the labels are the same for both,
-mature or not.
+mature or not. Multi-task models are compared on one evaluation (``--bless_task``,
+:func:`target`): its output's scores, labels and rows.
 """
 
 from __future__ import annotations
@@ -31,12 +32,40 @@ def read_day(data_dir: str, day: datetime.date, spec: FeatureSpec) -> dict[str, 
     return input_lib.read_columns(data_dir, day, day, spec)
 
 
-def score(model: CVRModel, columns: dict[str, np.ndarray]) -> np.ndarray:
-    """The model's served probabilities of the rows of ``columns``, in row order.
+def target(model: CVRModel, columns: dict[str, np.ndarray], evaluation: str | None
+           ) -> tuple[str | None, np.ndarray, np.ndarray | None]:
+    """(the output to score, 0/1 labels, row mask or None) of the holdout for ``evaluation``.
+
+    A single-task model (``evaluation`` None) is scored on its one output and the spec's label
+    over every row; a multi-task one on the output, labels and rows of its evaluation
+    (:meth:`cvr_tf.tasks.TaskSet.evaluation_targets`: ``cvr_on_clicks`` reads ``cvr`` on the
+    clicked rows only).
+    """
+    if evaluation is None:
+        return None, columns[model.spec.label], None
+    labels = {role: columns[column].astype(np.float64)
+              for role, column in model.task_labels.items()}
+    output, values, mask = model.task_set.evaluation_targets(
+        labels["click"], labels.get("conversion"))[evaluation]
+    return output, values, None if mask is None else mask.astype(bool)
+
+
+def score(model: CVRModel, columns: dict[str, np.ndarray], output: str | None = None
+          ) -> np.ndarray:
+    """The model's served probabilities of the rows of ``columns``, in row order: of its one
+    output (``output`` None, a single-task model) or of the task ``output``.
 
     Raises:
-      ValueError: ``columns`` lacks a column the model reads (it was built with another spec).
+      ValueError: ``columns`` lacks a column the model reads (it was built with another spec),
+        or the model has no such output (a single-task model asked for a task's, or the other
+        way round).
     """
+    if model.task_set is None and output is not None:
+        raise ValueError(f"it is a single-task model, without the output {output!r}")
+    if model.task_set is not None and output not in model.task_set.outputs:
+        raise ValueError(f"its outputs are {', '.join(model.task_set.outputs)} (--tasks="
+                         f"{model.config.tasks})" + (f", without {output!r}" if output else
+                                                     ", not one single-task output"))
     needed = model.spec.column_dtypes(train_only=False)
     missing = sorted(set(needed) - set(columns))
     if missing:
@@ -47,7 +76,8 @@ def score(model: CVRModel, columns: dict[str, np.ndarray]) -> np.ndarray:
     for start in range(0, rows, SCORE_BATCH):
         batch = {c: tf.constant(columns[c][start:start + SCORE_BATCH], dtype=d)
                  for c, d in needed.items()}
-        parts.append(model.served_probabilities(batch).numpy())
+        served = model.served_probabilities(batch)
+        parts.append((served if output is None else served[output]).numpy())
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

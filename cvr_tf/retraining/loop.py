@@ -10,9 +10,11 @@
 3. trains the candidate on ``D - train_days .. D - 1`` in ``<work_dir>/models/D``,
    warm-started from that model (cold without one); a killed run resumes from its backup;
 4. scores candidate and served model on day ``D`` (the holdout), overall and by slice
-   (:mod:`cvr_tf.retraining.slices`), and decides (:mod:`cvr_tf.retraining.blessing`);
+   (:mod:`cvr_tf.retraining.slices`), and decides (:mod:`cvr_tf.retraining.blessing`); a
+   multi-task candidate on one evaluation (``--bless_task``), its output, labels and rows;
 5. blessed: exports the candidate as a new version (staged in a hidden directory and renamed,
-   so the polling server never sees half a version); not blessed: the base is untouched;
+   so the polling server never sees half a version; a multi-task one with every task's output,
+   :mod:`serving.signatures`); not blessed: the base is untouched;
 6. writes the report (:mod:`cvr_tf.retraining.report`), ``retrain_report.json`` last.
 
 Idempotent and resumable: a day with a report is a no-op; a rerun after a kill reuses the
@@ -201,7 +203,8 @@ def _evaluate(config: RetrainConfig, current_dir: str | None
     data_dir = config.training.data_dir
     candidate = model_dir_lib.load_model(candidate_dir(config.work_dir, config.date))
     columns = holdout.read_day(data_dir, config.date, candidate.spec)
-    scores = {CANDIDATE: holdout.score(candidate, columns)}
+    output, labels, rows = holdout.target(candidate, columns, config.bless_evaluation)
+    scores = {CANDIDATE: holdout.score(candidate, columns, output)}
     known_model = candidate
     if current_dir is not None:
         current = model_dir_lib.load_model(current_dir)
@@ -210,7 +213,14 @@ def _evaluate(config: RetrainConfig, current_dir: str | None
         if not np.array_equal(theirs[candidate.spec.group_key], columns[candidate.spec.group_key]):
             raise RetrainError("candidate and current model read the holdout in different row "
                                "orders; they must share the spans' feature spec")
-        scores[CURRENT] = holdout.score(current, theirs)
+        try:
+            scores[CURRENT] = holdout.score(current, theirs, output)
+        except ValueError as error:
+            task = f" on --bless_task={config.bless_evaluation}" if output else ""
+            raise RetrainError(
+                f"the served model ({current_dir}) cannot be compared with the candidate{task}: "
+                f"{error}. Serve a model of the same tasks first (python -m serving.export), "
+                "or retrain into another --model_name") from error
         known_model = current
     query_buckets, query_info = None, {}
     try:
@@ -230,8 +240,9 @@ def _evaluate(config: RetrainConfig, current_dir: str | None
     masks = slices.holdout_slices(
         columns, config.slice_columns, config.query_column, query_buckets, config.item_column,
         known_items)
-    spec = candidate.spec
-    return slices.sliced_metrics(columns[spec.label], columns[spec.group_key], scores,
+    if rows is not None:  # an evaluation of some rows only (cvr_on_clicks): every slice's
+        masks = {name: mask & rows for name, mask in masks.items()}
+    return slices.sliced_metrics(labels, columns[candidate.spec.group_key], scores,
                                  masks), query_info
 
 
@@ -328,7 +339,8 @@ def _retrain_locked(config: RetrainConfig, spec: FeatureSpec, train: TrainFuncti
     seconds["total"] = time.perf_counter() - began
     report = {
         "date": config.date.isoformat(), "model_name": config.model_name,
-        "bless_metric": config.bless_metric, "bless_tolerance": config.bless_tolerance,
+        "bless_metric": config.bless_metric, "bless_task": config.bless_evaluation,
+        "bless_tolerance": config.bless_tolerance,
         "calibration_bounds": list(config.calibration_bounds),
         "decision": decision.to_dict(), "exported_version": version,
         "candidate": {

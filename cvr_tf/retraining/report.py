@@ -78,7 +78,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines.append("Current: " + (f"version {current['version']} ({current['model_dir']})."
                                 if current else "nothing served."))
     lines.append(f"Holdout: {report['date']}, {report['holdout']['labels']}.")
-    lines += ["", f"Bless metric `{metric}` by slice:", "",
+    task = f" of task `{report['bless_task']}`" if report.get("bless_task") else ""
+    lines += ["", f"Bless metric `{metric}`{task} by slice:", "",
               "| slice | examples | positives | candidate | current | difference |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in report["slices"]:
@@ -89,8 +90,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{format_metric(mine)} | {format_metric(theirs)} | "
                      f"{_difference(metric, mine, theirs)} |")
     overall = report["slices"][0]["metrics"]
-    lines += ["", "Every metric, overall:", "", "| metric | candidate | current | difference |",
-              "| --- | ---: | ---: | ---: |"]
+    lines += ["", f"Every metric{task}, overall:", "",
+              "| metric | candidate | current | difference |", "| --- | ---: | ---: | ---: |"]
     for name in _TABLE_METRICS:
         mine = overall["candidate"].get(name)
         theirs = overall["current"].get(name) if "current" in overall else None

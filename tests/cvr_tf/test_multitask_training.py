@@ -1,5 +1,6 @@
-"""Training multi-task models on funnel spans: per-task metrics, selection, continue, warm start,
-the export's refusal; and the delayed-feedback guard on spans with immature labels."""
+"""Training multi-task models on funnel spans: per-task metrics, selection, continue, warm start;
+and the delayed-feedback guard on spans with immature labels. Their export and serving:
+tests/serving/test_multi_output.py."""
 
 import dataclasses
 import glob
@@ -13,26 +14,9 @@ from cvr_tf import model_dir as model_dir_lib
 from cvr_tf import training
 from cvr_tf.model import ModelConfig
 from pipelines.span_pipeline import build_spans
-from serving import export
-from tests.conftest import SimulatedSpans
+from tests.conftest import SimulatedSpans, multitask_config
 
 METRICS = {"auc", "logloss", "mean_average_precision", "group_auc", "calibration", "examples"}
-ESMM = ModelConfig(backbone="mlp", tasks="ctr,ctcvr")
-
-
-def _config(spans, model_dir, **overrides) -> training.TrainConfig:
-    values = dict(data_dir=spans.spans, model_dir=str(model_dir), train_start=spans.day(0),
-                  train_end=spans.day(3), eval_start=spans.day(4), eval_end=spans.day(5),
-                  batch_size=128, steps=8, eval_every_steps=4, log_every_steps=4,
-                  checkpoint_every_steps=4, model=ESMM)
-    values.update(overrides)
-    return training.TrainConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def esmm_run(funnel_spans, tmp_path_factory):
-    config = _config(funnel_spans, tmp_path_factory.mktemp("esmm"))
-    return config, training.train(config)
 
 
 def test_metrics_json_holds_every_task_and_pcvr_on_clicks(esmm_run):
@@ -59,11 +43,8 @@ def test_metrics_json_holds_every_task_and_pcvr_on_clicks(esmm_run):
                                            "excluded_days": [], "immature_test_spans": []}
 
 
-def test_a_click_space_model_selected_on_clicks(funnel_spans, tmp_path):
-    config = _config(funnel_spans, tmp_path / "m", steps=4, eval_every_steps=2,
-                     model=ModelConfig(backbone="mlp", tasks="cvr"),
-                     early_stopping_task="cvr_on_clicks", early_stopping_metric="logloss")
-    record = training.train(config)
+def test_a_click_space_model_selected_on_clicks(click_space_run, tmp_path):
+    config, record = click_space_run
     assert set(record["eval"]) == {"cvr", "cvr_on_clicks"}
     curve = record["validation_curve"]
     best = min(curve, key=lambda p: p["cvr_on_clicks"]["logloss"])
@@ -94,16 +75,8 @@ def test_continue_and_warm_start_keep_working(esmm_run, tmp_path):
 
 def test_a_spec_without_clicks_is_refused_before_any_work(simulated_spans, tmp_path):
     with pytest.raises(training.ConfigError, match="needs the click label 'clicked'"):
-        training.train(_config(simulated_spans, tmp_path / "no_clicks"))
+        training.train(multitask_config(simulated_spans, tmp_path / "no_clicks"))
     assert not os.path.exists(tmp_path / "no_clicks")
-
-
-def test_export_refuses_a_multi_task_model_in_one_line(esmm_run, tmp_path):
-    config, _ = esmm_run
-    with pytest.raises(ValueError, match="multi-task model \\(--tasks=ctr,ctcvr\\); .*issue 13 "
-                                         "item 5"):
-        export.export_model(config.model_dir, str(tmp_path), "cvr")
-    assert not os.listdir(tmp_path)
 
 
 # Delayed feedback ---------------------------------------------------------------------------
@@ -126,7 +99,7 @@ def immature_spans(simulated_spans, tmp_path_factory) -> SimulatedSpans:
 
 
 def test_training_refuses_immature_spans_in_one_line(immature_spans, tmp_path):
-    config = _config(immature_spans, tmp_path / "m", model=ModelConfig(backbone="mlp"))
+    config = multitask_config(immature_spans, tmp_path / "m", model=ModelConfig(backbone="mlp"))
     with pytest.raises(training.ConfigError) as error:
         training.train(config)
     message = str(error.value)
@@ -138,7 +111,7 @@ def test_training_refuses_immature_spans_in_one_line(immature_spans, tmp_path):
 
 
 def test_exclude_trains_and_validates_without_the_immature_spans(immature_spans, tmp_path):
-    config = _config(immature_spans, tmp_path / "m", model=ModelConfig(backbone="mlp"),
+    config = multitask_config(immature_spans, tmp_path / "m", model=ModelConfig(backbone="mlp"),
                      delayed_feedback="exclude", steps=4, eval_every_steps=4)
     record = training.train(config)
     feedback = record["delayed_feedback"]

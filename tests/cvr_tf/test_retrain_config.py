@@ -62,9 +62,12 @@ def test_bad_values_fail_in_one_line_naming_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--train_days must be positive, got 0"):
         config.check()
     multi_task = dataclasses.replace(config, train_days=7, training=training_template(
-        "/s", model=ModelConfig(tasks="ctr,ctcvr")))
-    with pytest.raises(ValueError, match="--tasks=ctr,ctcvr: .* single-task models only"):
-        multi_task.check()
+        "/s", model=ModelConfig(tasks="ctr,ctcvr")), bless_task="cvr")
+    multi_task.check()  # multi-task candidates are blessed on --bless_task
+    with pytest.raises(ValueError, match="--bless_task=clicks is not an evaluation of "
+                                         "--tasks=ctr,ctcvr; use one of ctr, cvr, ctcvr, "
+                                         "cvr_on_clicks"):
+        dataclasses.replace(multi_task, bless_task="clicks").check()
 
 
 def test_every_flag_readme_shows_for_the_loop_exists():

@@ -31,11 +31,13 @@ def test_predict_and_score_requests(server, cvr_base):
             "query",
             "user_id",
         ]
+        assert client.output_names() == ["probabilities"]
     assert list(outputs) == ["probabilities"]
     for features, got in zip(requests, scores, strict=True):
         expected = loaded.signatures["serving_default"](**features)["probabilities"].numpy()
-        np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(outputs["probabilities"], scores[1])
+        assert list(got) == ["probabilities"]
+        np.testing.assert_array_equal(got["probabilities"], expected)
+    np.testing.assert_array_equal(outputs["probabilities"], scores[1]["probabilities"])
 
 
 def test_retries_unavailable_until_a_late_server_is_up(cvr_base):

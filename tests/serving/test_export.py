@@ -261,6 +261,7 @@ def test_server_files_and_versions(exported, trained_dir):
     assert "--enable_batching=true" not in readme  # in-graph batching: never batch twice
     assert "--xla_cpu_compilation_enabled" not in readme and not export.compiles_with_xla(exported)
     assert "python -m serving.server" in readme
+    assert "cvr: `probabilities`." in readme  # a single-task model's one output
     assert export.export_model(trained_dir, base, "cvr", batching=SMALL_BATCHING).endswith("/2")
     with pytest.raises(FileExistsError, match="next free one is 3"):
         export.export_model(trained_dir, base, "cvr", version=2, batching=SMALL_BATCHING)
