@@ -206,6 +206,20 @@ class LocalServer:
                 continue
         return total_ns / 1e9
 
+    def wait_until_idle(self, timeout_s: float, window_s: float = 0.5,
+                        busy_share: float = 0.05) -> float:
+        """Waits until the server uses less than ``busy_share`` of one core over ``window_s``:
+        an overloaded sweep point leaves requests queued that the server still answers after
+        their clients gave up, and a probe run meanwhile would measure the backlog. Returns
+        the seconds waited (at most about ``timeout_s``)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            before = self.cpu_seconds()
+            time.sleep(window_s)
+            if self.cpu_seconds() - before < busy_share * window_s:
+                break
+        return time.monotonic() - started
+
 
 @contextlib.contextmanager
 def server_process(models_config: str, model_names: Sequence[str], log_path: str,
@@ -379,8 +393,11 @@ def run_grpc(export_base: str, models: Mapping[str, Mapping[str, Any]], workdir:
         points = serving_sweep.sweep(grpc_measure(server, requests, FLAGS.timeout_s), names,
                                      [float(q) for q in FLAGS.grpc_qps], FLAGS.duration_s,
                                      FLAGS.timeout_s)
+        drained_s = server.wait_until_idle(timeout_s=FLAGS.duration_s + 4 * FLAGS.timeout_s)
         overheads = [server_overhead(server, name, models[name]["path"], requests[0],
                                      FLAGS.overhead_calls) for name in (UNBATCHED, BATCHED)]
+        for overhead in overheads:
+            overhead["server_drained_after_sweep_s"] = round(drained_s, 1)
     summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
                                       FLAGS.eight_x)
     return {"points": points, **summary, "server_overhead": overheads}

@@ -205,8 +205,11 @@ def test_tiny_run_on_a_local_server(tiny_exports):
         points = serving_sweep.sweep(bench.grpc_measure(server, requests, 1.0), list(models),
                                      [200.0], duration_s=0.2, timeout_s=1.0, log=logged.append,
                                      retries=0)
+        # Nothing left queued after this light sweep: one quiet window and the probe may start.
+        waited = server.wait_until_idle(timeout_s=30.0, window_s=0.2)
         overhead = bench.server_overhead(server, bench.BATCHED, models[bench.BATCHED]["path"],
                                          requests[0], calls=3, warmup_calls=1)
+    assert 0.2 <= waited < 30.0
     assert not os.path.exists(f"/proc/{server.pid}")  # terminated and reaped
     assert [p["model"] for p in points] == [bench.BATCHED, bench.UNBATCHED] and len(logged) == 2
     for point in points:
