@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import datetime
 import glob
-import json
 import os
-import statistics
-import tempfile
 
 from absl import app, flags
 
@@ -42,6 +39,7 @@ from cvr_tf import training
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
 from experiments.ground_truth import served_frame, truth_metrics
+from experiments.seeded_study import arm_means, run_and_report
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
 
@@ -105,17 +103,12 @@ def run(workdir: str, window: int, requests_per_day: int, candidates: int, seeds
     return rows
 
 
-def _mean(values: list) -> float | None:
-    return None if any(v is None for v in values) else statistics.mean(values)
-
-
 def markdown_table(rows: list[dict]) -> str:
     """A row per arm: the means over seeds of :data:`COLUMNS`."""
     lines = ["| arm | training days | test AUC | test logloss | calibration (p / labels) | "
              "calibration (p / true_cvr) | rank corr. with true_cvr | KL to true_cvr (x1e3) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        means = {c: _mean([r[c] for r in rows if r["arm"] == arm]) for c in COLUMNS}
+    for arm, _, means in arm_means(rows, COLUMNS):
         kl = None if means["kl_to_truth"] is None else means["kl_to_truth"] * 1e3
         lines.append(
             f"| {arm} | {means['training_days']:g} | {format_metric(means['auc'])} | "
@@ -127,16 +120,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="delayed-") as scratch:
-        rows = run(FLAGS.workdir or scratch, FLAGS.window, FLAGS.requests_per_day,
-                   FLAGS.candidates_per_request, FLAGS.seeds, FLAGS.batch_size, FLAGS.epochs)
-    print(markdown_table(rows))
-    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
-    if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
-            handle.write("\n")
+    run_and_report("delayed-", FLAGS.workdir, lambda workdir: run(
+        workdir, FLAGS.window, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seeds,
+        FLAGS.batch_size, FLAGS.epochs), markdown_table, FLAGS.json)
 
 
 def define_flags() -> None:

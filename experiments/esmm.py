@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import datetime
 import glob
-import json
 import os
-import statistics
-import tempfile
 
 import pyarrow.parquet as pq
 from absl import app, flags
@@ -42,6 +39,7 @@ from cvr_tf.features import default_spec, spec_from_dict
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
 from experiments.ground_truth import served_frame, truth_metrics
+from experiments.seeded_study import arm_means, run_and_report
 from pipelines.simulate import SimulatorConfig, simulate_logs
 from pipelines.span_pipeline import build_spans
 
@@ -96,17 +94,12 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seeds: 
     return rows
 
 
-def _mean(values: list) -> float | None:
-    return None if any(v is None for v in values) else statistics.mean(values)
-
-
 def markdown_table(rows: list[dict]) -> str:
     """A row per arm: the means over seeds of :data:`COLUMNS`."""
     lines = ["| arm | pCVR AUC, every impression | pCVR AUC, clicked | "
              f"calibration (p / {TRUTH}) | rank corr. with {TRUTH} | KL to {TRUTH} (x1e3) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        means = {c: _mean([r[c] for r in rows if r["arm"] == arm]) for c in COLUMNS}
+    for arm, _, means in arm_means(rows, COLUMNS):
         kl = None if means["kl_to_truth"] is None else means["kl_to_truth"] * 1e3
         lines.append(
             f"| {arm} | {format_metric(means['cvr_auc'])} | "
@@ -122,17 +115,9 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise app.UsageError(f"--arms: unknown {', '.join(unknown)}; choose from "
                              f"{', '.join(ARMS)}")
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="esmm-") as scratch:
-        rows = run(FLAGS.workdir or scratch, FLAGS.days, FLAGS.requests_per_day,
-                   FLAGS.candidates_per_request, FLAGS.seeds, FLAGS.batch_size, FLAGS.epochs,
-                   FLAGS.arms)
-    print(markdown_table(rows))
-    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
-    if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
-            handle.write("\n")
+    run_and_report("esmm-", FLAGS.workdir, lambda workdir: run(
+        workdir, FLAGS.days, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seeds,
+        FLAGS.batch_size, FLAGS.epochs, FLAGS.arms), markdown_table, FLAGS.json)
 
 
 def define_flags() -> None:

@@ -14,16 +14,15 @@ evaluates the served scores on the last day. Prints a markdown table and the loa
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import statistics
-import tempfile
 
 from absl import app, flags
 
 from cvr_tf import training
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
+from experiments.seeded_study import arm_means, run_and_report
 from pipelines.simulate import simulate_logs
 from pipelines.span_pipeline import build_spans
 
@@ -59,18 +58,11 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seeds: 
     return rows
 
 
-def _mean(values: list[float | None]) -> float | None:
-    """The mean, or None when a value is (a metric that was not computable)."""
-    return None if any(v is None for v in values) else statistics.mean(values)
-
-
 def markdown_table(rows: list[dict]) -> str:
     """A row per setting: each seed's test mAP, and the means of the metrics over seeds."""
     lines = ["| --group_batches | test mAP per seed | mean mAP | mean gAUC | mean AUC | "
              "train examples/s |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for setting in SETTINGS:
-        members = [r for r in rows if r["group_batches"] == setting]
-        means = {m: _mean([r[m] for r in members]) for m in METRICS}
+    for setting, members, means in arm_means(rows, METRICS, key="group_batches"):
         per_seed = ", ".join(format_metric(r["mean_average_precision"]) for r in members)
         lines.append(
             f"| {setting} | {per_seed} | {format_metric(means['mean_average_precision'])} | "
@@ -81,16 +73,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="listwise-") as scratch:
-        rows = run(FLAGS.workdir or scratch, FLAGS.days, FLAGS.requests_per_day,
-                   FLAGS.candidates_per_request, FLAGS.seeds, FLAGS.batch_size)
-    print(markdown_table(rows))
-    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
-    if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
-            handle.write("\n")
+    run_and_report("listwise-", FLAGS.workdir, lambda workdir: run(
+        workdir, FLAGS.days, FLAGS.requests_per_day, FLAGS.candidates_per_request, FLAGS.seeds,
+        FLAGS.batch_size), markdown_table, FLAGS.json)
 
 
 def define_flags() -> None:
