@@ -181,9 +181,18 @@ def train_once(config: training.TrainConfig) -> dict:
     return training.train(config)
 
 
-def pass_steps(spans: str, start: datetime.date, end: datetime.date, batch_size: int) -> int:
-    """Training steps of one pass over the ``start..end`` spans at ``batch_size``."""
-    return count_examples(input_lib.list_spans(spans, start, end), "train") // batch_size
+def demo_training(spans: str, model_dir: str, train_end: datetime.date,
+                  test_day: datetime.date, seed: int) -> training.TrainConfig:
+    """DCNv2 on ``FIRST_DAY..train_end`` for up to two epochs, validated every half epoch (a
+    pass is the spans' train rows over the batch size), early stopping on AUC, tested on
+    ``test_day``: the schedule both demos train with."""
+    config = training.TrainConfig(
+        data_dir=spans, model_dir=model_dir, train_start=FIRST_DAY, train_end=train_end,
+        eval_start=test_day, eval_end=test_day, model=ModelConfig(backbone="dcnv2"), epochs=2,
+        seed=seed, log_every_steps=250, early_stopping_metric="auc", early_stopping_patience=2)
+    pass_steps = count_examples(input_lib.list_spans(spans, FIRST_DAY, train_end),
+                                "train") // config.batch_size
+    return dataclasses.replace(config, eval_every_steps=pass_steps // 2)
 
 
 def training_summary(record: dict) -> str:
@@ -212,13 +221,8 @@ def run(workdir: str, days: int, requests_per_day: int, candidates: int, seed: i
     with step(f"3. Popularity baseline: item conversion rates of {FIRST_DAY}..{train_end}"):
         baseline = fit_popularity(spans, FIRST_DAY, train_end, spec)
         results = {"popularity": evaluate_popularity(baseline, spans, last_day, last_day, spec)}
-    config = training.TrainConfig(
-        data_dir=spans, model_dir=os.path.join(workdir, "models", "dcnv2"),
-        train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
-        model=ModelConfig(backbone="dcnv2"), epochs=2, seed=seed, log_every_steps=250,
-        early_stopping_metric="auc", early_stopping_patience=2)
-    config = dataclasses.replace(config, eval_every_steps=pass_steps(
-        spans, FIRST_DAY, train_end, config.batch_size) // 2)  # validate every half epoch
+    config = demo_training(spans, os.path.join(workdir, "models", "dcnv2"), train_end,
+                           last_day, seed)
     with step(f"4. Training DCNv2 on {FIRST_DAY}..{train_end}, up to two epochs, validated "
               "(position-debiased)"):
         record = train_once(config)
@@ -287,13 +291,8 @@ def run_multitask(workdir: str, days: int, requests_per_day: int, candidates: in
         positives = run_summary.totals["positives_by_label"]
         print("   positives: " + ", ".join(f"{label} {counts['positives']:,}"
                                             for label, counts in positives.items()))
-    config = training.TrainConfig(
-        data_dir=spans, model_dir=os.path.join(workdir, "models", "single_task"),
-        train_start=FIRST_DAY, train_end=train_end, eval_start=last_day, eval_end=last_day,
-        model=ModelConfig(backbone="dcnv2"), epochs=2, seed=seed, log_every_steps=250,
-        early_stopping_metric="auc", early_stopping_patience=2)
-    config = dataclasses.replace(config, eval_every_steps=pass_steps(
-        spans, FIRST_DAY, train_end, config.batch_size) // 2)
+    config = demo_training(spans, os.path.join(workdir, "models", "single_task"), train_end,
+                           last_day, seed)
     with step("3. Training the single-task DCNv2 on the converted label"):
         single = train_once(config)
         print(f"   {training_summary(single)}")
