@@ -231,11 +231,15 @@ class SignatureRunner:
         """
         wanted = self._checked_filter(output_filter)
         validate_inputs(self.name, self.specs, inputs)
-        if self._batch_queue is None:
-            outputs = self.call(inputs)
-        else:
-            outputs = self._batch_queue.submit(inputs, deadline)
+        outputs = self.execute(inputs, deadline)
         return {name: outputs[name] for name in wanted} if wanted else outputs
+
+    def execute(self, inputs: Mapping[str, np.ndarray],
+                deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Runs the signature on inputs already known to fit it (batched if configured)."""
+        if self._batch_queue is None:
+            return self.call(inputs)
+        return self._batch_queue.submit(inputs, deadline)
 
 
 class StagedRunner(SignatureRunner):
@@ -267,7 +271,7 @@ class StagedRunner(SignatureRunner):
         embeddings = self._embed.call(inputs)
         embedded = time.perf_counter()
         self._observe("embed", embedded - started)
-        outputs = self._dense.run(embeddings, (), deadline)
+        outputs = self._dense.execute(embeddings, deadline)  # embed's outputs fit dense
         self._observe("dense", time.perf_counter() - embedded)
         return {name: outputs[name] for name in wanted} if wanted else outputs
 
