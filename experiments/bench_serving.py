@@ -118,6 +118,15 @@ def load_signature(path: str, warmup: Sequence[Mapping[str, np.ndarray]] = ()) -
     return function
 
 
+def _point(model: str, report: Any, duration_s: float, load_average: float,
+           cpu_seconds: float, **extra: Any) -> Point:
+    """A sweep point: the load report, the send window, the load average before it, and the
+    CPU per request (``cpu_seconds`` of whichever process served)."""
+    return {"model": model, **dataclasses.asdict(report), "send_window_s": duration_s,
+            "load_average_1m": load_average, **extra,
+            "cpu_ms_per_request": round(1e3 * cpu_seconds / max(report.requests, 1), 3)}
+
+
 def inprocess_measure(functions: Mapping[str, Any], requests: Sequence[Mapping[str, np.ndarray]],
                       threads: int, timeout_s: float) -> serving_sweep.Measure:
     """A sweep's ``measure`` calling loaded signatures in this process.
@@ -130,10 +139,7 @@ def inprocess_measure(functions: Mapping[str, Any], requests: Sequence[Mapping[s
         load_average, cpu = round(os.getloadavg()[0], 2), time.process_time()
         report = run_inprocess_load(functions[model], requests, qps, duration_s, threads=threads,
                                     timeout_s=timeout_s, seed=seed)
-        cpu = time.process_time() - cpu
-        return {"model": model, **dataclasses.asdict(report), "send_window_s": duration_s,
-                "load_average_1m": load_average,
-                "cpu_ms_per_request": round(1e3 * cpu / max(report.requests, 1), 3)}
+        return _point(model, report, duration_s, load_average, time.process_time() - cpu)
 
     return measure
 
@@ -270,16 +276,19 @@ def server_process(models_config: str, model_names: Sequence[str], log_path: str
 
 def grpc_measure(server: LocalServer, requests: Sequence[Mapping[str, np.ndarray]],
                  timeout_s: float) -> serving_sweep.Measure:
-    """A sweep's ``measure`` through the server; ``cpu_ms_per_request`` is the server's CPU."""
+    """A sweep's ``measure`` through the server; ``cpu_ms_per_request`` is the server's CPU.
+
+    Each point starts once the server has drained what the point before left queued
+    (:meth:`LocalServer.wait_until_idle`): an overloaded point's backlog would otherwise load the
+    next point and count in its CPU."""
 
     def measure(model: str, qps: float, duration_s: float, seed: int) -> Point:
+        drained_s = server.wait_until_idle(timeout_s=duration_s + 4 * timeout_s)
         load_average, cpu = round(os.getloadavg()[0], 2), server.cpu_seconds()
         report = run_load(server.target, model, mode="open", qps=qps, duration_s=duration_s,
                           requests=requests, timeout_s=timeout_s, seed=seed)
-        cpu = server.cpu_seconds() - cpu
-        return {"model": model, **dataclasses.asdict(report), "send_window_s": duration_s,
-                "load_average_1m": load_average,
-                "cpu_ms_per_request": round(1e3 * cpu / max(report.requests, 1), 3)}
+        return _point(model, report, duration_s, load_average, server.cpu_seconds() - cpu,
+                      server_drained_s=round(drained_s, 1))
 
     return measure
 
@@ -300,6 +309,7 @@ def server_overhead(server: LocalServer, model_name: str, saved_model_dir: str,
         ``server_cpu_ms_per_request`` and the number of calls.
     """
     function = load_signature(saved_model_dir)
+    drained_s = server.wait_until_idle(timeout_s=60.0)  # nothing left queued by a sweep
     timings: dict[str, list[float]] = {"grpc": [], "in_process": []}
     server_cpu = 0.0
     with PredictionClient(server.target, model_name, max_retries=0) as client:
@@ -315,7 +325,8 @@ def server_overhead(server: LocalServer, model_name: str, saved_model_dir: str,
             if index >= warmup_calls:
                 timings["grpc"].append((middle - started) * 1e3)
                 timings["in_process"].append((time.perf_counter() - middle) * 1e3)
-    result: dict[str, Any] = {"model": model_name, "calls": calls}
+    result: dict[str, Any] = {"model": model_name, "calls": calls,
+                              "server_drained_s": round(drained_s, 1)}
     for side, values in timings.items():
         result[f"{side}_ms"] = round(statistics.median(values), 3)
         result[f"{side}_p90_ms"] = round(float(np.percentile(values, 90)), 3)
@@ -393,11 +404,8 @@ def run_grpc(export_base: str, models: Mapping[str, Mapping[str, Any]], workdir:
         points = serving_sweep.sweep(grpc_measure(server, requests, FLAGS.timeout_s), names,
                                      [float(q) for q in FLAGS.grpc_qps], FLAGS.duration_s,
                                      FLAGS.timeout_s)
-        drained_s = server.wait_until_idle(timeout_s=FLAGS.duration_s + 4 * FLAGS.timeout_s)
         overheads = [server_overhead(server, name, models[name]["path"], requests[0],
                                      FLAGS.overhead_calls) for name in (UNBATCHED, BATCHED)]
-        for overhead in overheads:
-            overhead["server_drained_after_sweep_s"] = round(drained_s, 1)
     summary = serving_sweep.summarize(points, FLAGS.p99_budget_ms, BATCHED, UNBATCHED, WHOLE,
                                       FLAGS.eight_x)
     return {"points": points, **summary, "server_overhead": overheads}

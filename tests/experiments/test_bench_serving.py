@@ -215,6 +215,7 @@ def test_tiny_run_on_a_local_server(tiny_exports):
     for point in points:
         assert point["requests"] == point["ok"] + sum(point["errors"].values()) > 0
         assert point["cpu_ms_per_request"] > 0 and point["send_window_s"] == 1.0
+        assert point["server_drained_s"] >= 0.5  # each point waited for a quiet server
     assert overhead["overhead_ms"] == pytest.approx(
         overhead["grpc_ms"] - overhead["in_process_ms"], abs=1e-3)
     assert overhead["server_cpu_ms_per_request"] > 0
