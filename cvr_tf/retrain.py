@@ -22,7 +22,7 @@ import json
 
 from absl import app, flags
 
-from cvr_tf import config_flags
+from cvr_tf import config_flags, job
 from cvr_tf.retraining.config import PER_DAY_FIELDS, RetrainConfig, training_template
 from cvr_tf.retraining.loop import RetrainError, retrain
 
@@ -65,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -20,7 +20,7 @@ import json
 
 from absl import app, flags
 
-from cvr_tf import config_flags, distribute, training
+from cvr_tf import config_flags, distribute, job, training
 
 _WINDOW = ("train_start", "train_end", "eval_start", "eval_end")
 
@@ -76,4 +76,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    job.run(main)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from cvr_tf import job
 from cvr_tf.scaling_laws import fit_log_linear, fit_power_law, r_squared
 from experiments.grid import FACTORS
 
@@ -428,4 +429,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

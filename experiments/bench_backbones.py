@@ -21,6 +21,7 @@ from typing import Any
 
 from absl import app, flags
 
+from cvr_tf import job
 from cvr_tf.backbones import available_backbones, build_backbone
 from cvr_tf.compat import tf
 
@@ -151,4 +152,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -27,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvr_tf import input as input_lib
+from cvr_tf import job, training
 from cvr_tf import metrics as metrics_lib
-from cvr_tf import training
 from cvr_tf.compat import tf
 from cvr_tf.features import default_spec
 from cvr_tf.model import ModelConfig
@@ -186,4 +186,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    job.run(main)

@@ -35,6 +35,7 @@ from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 from cvr_tf.features import default_spec
 from cvr_tf.input import make_dataset
@@ -181,4 +182,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

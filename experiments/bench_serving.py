@@ -62,6 +62,7 @@ import grpc
 import numpy as np
 from absl import app, flags
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 from experiments import serving_report, serving_sweep
 from experiments.dense_scan import dense_scan, scan_table
@@ -504,4 +505,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    job.run(main)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from cvr_tf import job
 from pipelines.simulate import SimulationSummary, simulate_logs
 from pipelines.simulator_day import simulate_day
 from pipelines.simulator_world import SimulatorConfig, build_world
@@ -148,4 +149,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

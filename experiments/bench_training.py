@@ -37,7 +37,7 @@ from typing import Any
 
 from absl import app, flags
 
-from cvr_tf import training
+from cvr_tf import job, training
 from cvr_tf.compat import keras, tf
 from cvr_tf.features import FeatureSpec, default_spec
 from cvr_tf.input import make_dataset
@@ -269,4 +269,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

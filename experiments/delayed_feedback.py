@@ -32,10 +32,10 @@ import datetime
 import glob
 import os
 
-from absl import app, flags
+from absl import flags
 
+from cvr_tf import job, training
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
 from experiments.ground_truth import served_frame, truth_metrics
@@ -140,4 +140,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -45,12 +45,12 @@ from concurrent import futures
 
 import grpc
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvr_tf import input as input_lib
+from cvr_tf import job, training
 from cvr_tf import metrics as metrics_lib
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
 from cvr_tf.baselines import evaluate_popularity, fit_popularity
 from cvr_tf.evaluation import count_examples, evaluate_tasks
 from cvr_tf.features import FeatureSpec, default_spec
@@ -343,4 +343,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -33,8 +33,8 @@ import os
 import pyarrow.parquet as pq
 from absl import app, flags
 
+from cvr_tf import job, training
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
 from cvr_tf.features import default_spec, spec_from_dict
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
@@ -135,4 +135,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -17,9 +17,9 @@ import datetime
 import os
 import statistics
 
-from absl import app, flags
+from absl import flags
 
-from cvr_tf import training
+from cvr_tf import job, training
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
 from experiments.seeded_study import arm_means, run_and_report
@@ -92,4 +92,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

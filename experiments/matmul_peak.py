@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags
+from absl import flags
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 
 
@@ -48,4 +49,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    job.run(main)

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from absl import app, flags
+from absl import flags
 
+from cvr_tf import job, training
 from cvr_tf import model_dir as model_dir_lib
-from cvr_tf import training
 from cvr_tf.features import spec_from_dict
 from cvr_tf.metrics import format_metric
 from cvr_tf.model import ModelConfig
@@ -226,4 +226,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

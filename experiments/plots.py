@@ -35,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from absl import app, flags
 
+from cvr_tf import job
 from cvr_tf.scaling_laws import fit_log_linear
 from experiments.additivity import one_factor_series, read_rows
 
@@ -288,4 +289,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -25,7 +25,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from cvr_tf import training
+from cvr_tf import job, training
 from cvr_tf.features import resolve_spec
 from cvr_tf.metrics import format_metric
 from experiments import ceiling as ceiling_lib
@@ -260,4 +260,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

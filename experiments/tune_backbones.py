@@ -38,9 +38,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from cvr_tf import training
+from cvr_tf import job, training
 from cvr_tf.evaluation import count_examples
 from cvr_tf.input import list_spans
 from cvr_tf.validation import METRIC_DIRECTIONS
@@ -514,4 +514,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -41,7 +41,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from cvr_tf import training
+from cvr_tf import job, training
 from cvr_tf.features import default_spec, load_spec, spec_from_dict
 from cvr_tf.metrics import format_metric
 from experiments.grid import Grid, GridError, load_grid, preset_path
@@ -287,4 +287,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

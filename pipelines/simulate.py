@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import app, flags
 
-from cvr_tf import config_flags
+from cvr_tf import config_flags, job
 from pipelines.simulator_config import SimulatorConfig
 from pipelines.simulator_day import check_candidates, simulate_day
 from pipelines.simulator_tables import (
@@ -359,4 +359,4 @@ __all__ = [
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

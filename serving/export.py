@@ -36,7 +36,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import logging_config_pb2
 from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
-from cvr_tf import config_flags
+from cvr_tf import config_flags, job
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import tf
 from cvr_tf.model import CVRModel
@@ -416,4 +416,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    job.run(main)

@@ -40,6 +40,7 @@ import numpy as np
 from absl import app, flags
 from tensorflow_serving.apis import predict_pb2
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 from serving.client import PredictionClient
 from serving.request_files import read_requests
@@ -514,4 +515,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from absl import app, flags
 from tensorflow_serving.apis import prediction_log_pb2
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 from serving.request_log import read_request_logs
 from serving.warmup import MAX_WARMUP_RECORDS
@@ -100,4 +101,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

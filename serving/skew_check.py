@@ -35,6 +35,7 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cvr_tf import input as input_lib
+from cvr_tf import job
 from cvr_tf import model_dir as model_dir_lib
 from cvr_tf.compat import tf
 from cvr_tf.features import Feature, FeatureSpec, spec_from_dict
@@ -236,4 +237,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -20,6 +20,7 @@ import threading
 
 from absl import app, flags
 
+from cvr_tf import job
 from cvr_tf.compat import tf
 from serving.batching import TF_SERVING_DEFAULTS, BatchingConfig, read_batching_parameters
 from serving.limits import ServerLimits
@@ -153,4 +154,4 @@ def main(argv: list[str]) -> None:
 
 
 define_flags()
-app.run(main)
+job.run(main)
