@@ -28,10 +28,11 @@ import sys
 from absl import app, flags, logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from cvr_tf import job
 from cvr_tf.features import FeatureSpecError, resolve_spec
 from pipelines import bad_files
 from pipelines.labels import pipeline_labels
-from pipelines.span_pipeline import DEFAULT_BATCH_ROWS, build_spans
+from pipelines.span_pipeline import DEFAULT_BATCH_ROWS, INPUT_ERRORS, build_spans
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("logs", None, "Directory with impressions/ and conversions/ date partitions.")
@@ -74,12 +75,15 @@ def main(argv: list[str]) -> None:
         pipeline_labels(spec, FLAGS.attribution_days, FLAGS.label_column)
     except (FeatureSpecError, ValueError) as error:
         raise app.UsageError(f"--feature_spec={FLAGS.feature_spec}: {error}") from None
-    summary = build_spans(
-        FLAGS.logs, FLAGS.output, start, end, spec,
-        attribution_days=FLAGS.attribution_days, label_column=FLAGS.label_column,
-        eval_fraction=FLAGS.eval_fraction, num_shards=FLAGS.num_shards,
-        overwrite=FLAGS.overwrite, batch_rows=FLAGS.batch_rows, on_bad_file=FLAGS.on_bad_file,
-        pipeline_options=PipelineOptions(argv[1:]))
+    try:
+        summary = build_spans(
+            FLAGS.logs, FLAGS.output, start, end, spec,
+            attribution_days=FLAGS.attribution_days, label_column=FLAGS.label_column,
+            eval_fraction=FLAGS.eval_fraction, num_shards=FLAGS.num_shards,
+            overwrite=FLAGS.overwrite, batch_rows=FLAGS.batch_rows,
+            on_bad_file=FLAGS.on_bad_file, pipeline_options=PipelineOptions(argv[1:]))
+    except INPUT_ERRORS as error:
+        raise app.UsageError(str(error)) from None
     logging.info("Run summary: %s", json.dumps(summary.totals))
     print(json.dumps({k: v for k, v in summary.to_dict().items() if k != "spans"}, indent=2))
     if summary.bad_days:
@@ -88,4 +92,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+    job.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))

@@ -46,6 +46,8 @@ from pipelines.labels import (
 )
 from pipelines.log_reader import (
     IMPRESSIONS,
+    BadLogFileError,
+    LogSchemaError,
     Partition,
     ReadTask,
     check_columns,
@@ -54,6 +56,7 @@ from pipelines.log_reader import (
 )
 from pipelines.span_graph import REPORTS_DIR, SpanGraph
 from pipelines.spans import (
+    SpanDefinitionError,
     SpanStats,
     merge_stats,
     plan_spans,
@@ -63,6 +66,9 @@ from pipelines.spans import (
 )
 
 DEFAULT_BATCH_ROWS = 100_000
+# What build_spans raises for input a user can fix, each naming the file, span or flag and the
+# fix: jobs report them in one line. Anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (FileNotFoundError, LogSchemaError, BadLogFileError, SpanDefinitionError)
 ROWS_PER_SHARD = 1_000_000  # automatic --num_shards: one shard per this many rows of a day
 SCHEMA_FILE = "schema.pbtxt"
 RUN_STATS_FILE = "stats.json"
@@ -159,14 +165,13 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     processor = ImpressionProcessor(spec, pipeline_labels(spec, attribution_days, label_column),
                                     eval_fraction)
     windows = processor.event_windows
-    output = os.fspath(output)
-    os.makedirs(output, exist_ok=True)
-    remove_stale_staging(output)
     days = days_in_range(start, end)
     impressions = list_partitions(logs, IMPRESSIONS)
     by_day = {p.day: p for p in impressions if p.day is not None}
     unknown = [p for p in impressions if p.day is None]
     event_logs = {kind: _event_partitions(logs, kind, processor.labels) for kind in windows}
+    output = os.fspath(output)
+    remove_stale_staging(output)
     observed = {kind: max((p.day for p in parts if p.day is not None), default=None)
                 for kind, parts in event_logs.items()}
     maturity = {day: _span_maturity(processor.labels, day, event_logs, observed)
@@ -201,6 +206,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     unknown += [p for p in events if p.day is None]
     _warn_about_labels(build, maturity)
     check_columns(event_parts, {c: "the label joins need" for c in (*JOIN_KEYS, TS)})
+    os.makedirs(output, exist_ok=True)  # only once the logs to read are known to be readable
 
     impression_tasks = plan_reads([by_day[d] for d in build])
     shards = {d.isoformat(): num_shards or _auto_shards(impression_tasks, d) for d in build}
@@ -354,4 +360,5 @@ def _read_partition_reports(root: str) -> dict[str, dict]:
     return reports
 
 
-__all__ = ["DEFAULT_BATCH_ROWS", "ROWS_PER_SHARD", "RunSummary", "SCHEMA_FILE", "build_spans"]
+__all__ = ["DEFAULT_BATCH_ROWS", "INPUT_ERRORS", "ROWS_PER_SHARD", "RunSummary", "SCHEMA_FILE",
+           "build_spans"]

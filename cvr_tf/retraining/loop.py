@@ -48,7 +48,7 @@ from cvr_tf.features import FeatureSpec, FeatureSpecError, resolve_spec
 from cvr_tf.retraining import blessing, holdout, slices
 from cvr_tf.retraining import report as report_lib
 from cvr_tf.retraining.config import RetrainConfig
-from pipelines.span_pipeline import build_spans
+from pipelines.span_pipeline import INPUT_ERRORS, build_spans
 from serving import export, tf_serving_config
 from serving.batching import BATCH_SCOPES, BatchingConfig
 
@@ -146,7 +146,7 @@ def _build_spans(config: RetrainConfig, spec: FeatureSpec) -> dict[str, Any]:
     try:
         summary = build_spans(config.logs, data_dir, config.train_start, config.date, spec,
                               **options)
-    except FileNotFoundError as error:
+    except INPUT_ERRORS as error:
         raise RetrainError(str(error)) from error
     if not input_lib.is_complete_span(input_lib.span_path(data_dir, config.date)):
         raise RetrainError(f"no span for --date={config.date}: {config.logs} has no impressions "

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,3 +236,17 @@ def test_a_diverged_candidate_is_reported_and_never_pushed(simulated_spans, tmp_
     with pytest.raises(loop.RetrainError, match="--slice_by: the feature spec reads no column"):
         loop.retrain(dataclasses.replace(config, date=simulated_spans.day(4), slice_by="nope"))
     assert not os.path.exists(loop.candidate_dir(config.work_dir, simulated_spans.day(4)))
+
+
+def test_a_corrupt_log_file_fails_the_day_in_one_line_naming_it(simulated_spans, tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(simulated_spans.logs, logs)
+    (bad,) = (logs / "impressions" / f"date={simulated_spans.day(5)}").glob("*.parquet")
+    bad.write_bytes(b"")
+    config = RetrainConfig(logs=str(logs), work_dir=str(tmp_path / "work"),
+                           export_base=str(tmp_path / "export"), date=simulated_spans.day(5),
+                           training=training_template(str(tmp_path / "spans")), train_days=3)
+    message = rf"impressions file {re.escape(str(bad))} is empty \(0 bytes\)"
+    with pytest.raises(loop.RetrainError, match=message):
+        loop.retrain(config)
+    assert not os.path.exists(tmp_path / "export")

@@ -250,6 +250,19 @@ def test_command_line_refuses_label_flags_for_a_spec_with_labels(logs, tmp_path)
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_command_line_reports_a_pipeline_error_in_one_line_and_writes_nothing(logs, tmp_path):
+    command = [sys.executable, "-m", "pipelines.build_tfrecords", f"--logs={tmp_path / 'none'}",
+               f"--output={tmp_path / 'out'}", f"--start_date={START}", f"--end_date={START}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: no impressions log directory {tmp_path / 'none' / 'impressions'}; --logs must "
+        "hold impressions/date=YYYY-MM-DD/*.parquet")
+    assert "--eval_fraction" not in result.stderr  # the message alone, not the job's help
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_build_logs_no_per_element_beam_noise_and_one_line_per_span(logs, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="absl")  # other tests may lower absl's verbosity
@@ -282,7 +295,7 @@ def test_a_bad_parquet_file_fails_before_any_work_naming_the_file(logs, tmp_path
     with pytest.raises(BadLogFileError, match=rf"impressions file {re.escape(bad)} {what}: .*; "
                                               r"re-export or remove the file"):
         build_spans(copy, str(tmp_path / "out"), START, END, SPEC)
-    assert not glob.glob(os.path.join(str(tmp_path / "out"), "span=*"))
+    assert not os.path.exists(tmp_path / "out")  # not even an empty output directory
 
 
 def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(logs, tmp_path):
