@@ -28,6 +28,7 @@ CLI, scoring a file of requests (JSON, or TFRecords of ``tf.Example`` rows group
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import threading
@@ -46,6 +47,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from cvr_tf import job
 from serving.request_files import read_requests
 from serving.retry_throttle import RetryThrottle
 from serving.tensors import InputSpec, fill_tensor_proto, input_specs, to_ndarray
@@ -302,14 +304,25 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    with PredictionClient(
-        FLAGS.server,
-        FLAGS.model_name,
-        FLAGS.signature_name,
-        timeout_s=FLAGS.timeout_s,
-        max_retries=FLAGS.max_retries,
-    ) as client:
-        records = score_file(client, FLAGS.input, FLAGS.group_key, FLAGS.output_names)
+    if not os.path.isfile(FLAGS.input):
+        raise app.UsageError(f"--input={FLAGS.input} is not a file; pass a .json or .tfrecord "
+                             "file of requests")
+    try:
+        with PredictionClient(
+            FLAGS.server,
+            FLAGS.model_name,
+            FLAGS.signature_name,
+            timeout_s=FLAGS.timeout_s,
+            max_retries=FLAGS.max_retries,
+        ) as client:
+            records = score_file(client, FLAGS.input, FLAGS.group_key, FLAGS.output_names)
+    except grpc.RpcError as error:
+        hint = (f"; is a server listening on --server={FLAGS.server}?"
+                if error.code() == grpc.StatusCode.UNAVAILABLE else "")
+        raise app.UsageError(f"--model_name={FLAGS.model_name} at --server={FLAGS.server}: "
+                             f"{error.code().name}: {error.details()}{hint}") from None
+    except ValueError as error:  # a request file that does not match the signature
+        raise app.UsageError(f"--input={FLAGS.input}: {error}") from None
     lines = "".join(json.dumps(record) + "\n" for record in records)
     if FLAGS.output:
         with open(FLAGS.output, "w", encoding="utf-8") as handle:
@@ -320,4 +333,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    job.run(main)

@@ -146,3 +146,32 @@ def test_cli_scores_a_json_file(server, tmp_path):
         expected = client.predict(features)["probabilities"]
     assert record["request"] == "q1"
     np.testing.assert_allclose(record["scores"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("unknown_model", [False, True])
+def test_cli_reports_a_server_error_in_one_line(server, tmp_path, unknown_model):
+    path = tmp_path / "requests.json"
+    path.write_text(json.dumps([{"request_id": "q1", "item_id": ["item_1"]}]))
+    target = server.target if unknown_model else f"127.0.0.1:{free_port()}"  # nobody listens
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.client", f"--server={target}",
+         f"--model_name={'nope' if unknown_model else 'cvr'}", f"--input={path}",
+         "--max_retries=0", "--timeout_s=5"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    if unknown_model:
+        assert last.startswith(f"error: --model_name=nope at --server={target}: NOT_FOUND: ")
+    else:
+        assert last.startswith(f"error: --model_name=cvr at --server={target}: UNAVAILABLE: ")
+        assert last.endswith(f"; is a server listening on --server={target}?")
+
+
+def test_cli_names_a_missing_input_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.client", f"--input={tmp_path / 'none.json'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: --input={tmp_path / 'none.json'} is not a file; pass a .json or .tfrecord file "
+        "of requests")
