@@ -280,6 +280,12 @@ def _plan_delayed_feedback(config: TrainConfig, spec: FeatureSpec, train_spans: 
     return plan, test
 
 
+def _days(spans: list[str]) -> list[str]:
+    """The ISO days of span directories (``.../span=YYYY-MM-DD``): what a window really held,
+    since a day without a complete span is left out of it with a warning."""
+    return [os.path.basename(span).removeprefix(input_lib.SPAN_PREFIX) for span in spans]
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs training and evaluation; writes the model dir; returns what ``metrics.json`` holds."""
     train_spans, test_spans = check_config(config)
@@ -355,6 +361,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "validation": _metrics_of(monitor.selected()),
         "early_stopping_task": selection_task,
         "delayed_feedback": {**feedback.to_record(), "immature_test_spans": immature_test},
+        "training_spans": _days(train_spans),
+        "test_spans": _days(test_spans),
         "best_step": monitor.selected()["step"],
         "stopped_early": monitor.stopped,
         "validation_curve": monitor.curve,

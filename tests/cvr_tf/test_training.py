@@ -1,6 +1,7 @@
 """Training job: a run on simulated spans, bad configs, resume after a kill, NaN, warm start."""
 
 import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -50,6 +51,9 @@ def test_run_writes_the_model_dir(trained):
     assert set(metrics["eval"]) >= {"auc", "logloss", "mean_average_precision", "group_auc",
                                     "calibration"}
     assert metrics["eval"]["examples"] == 6000  # both splits of the two eval days
+    assert metrics["training_spans"] == [
+        (config.train_start + datetime.timedelta(days=i)).isoformat() for i in range(4)]
+    assert metrics["test_spans"] == [config.eval_start.isoformat(), config.eval_end.isoformat()]
     assert metrics["config"]["model"]["backbone"] == "dcnv2"
     assert record["eval"] == metrics["eval"]
     curve = metrics["validation_curve"]
@@ -122,6 +126,14 @@ def test_bad_configs_fail_before_any_work(simulated_spans, tmp_path, change, mes
     with pytest.raises(training.ConfigError, match=message):
         training.check_config(_config(simulated_spans, tmp_path / "m", **change))
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_metrics_name_the_days_a_partly_built_window_really_held(simulated_spans, tmp_path):
+    start = simulated_spans.day(0) - datetime.timedelta(days=2)  # two days before the logs
+    record = training.train(_config(simulated_spans, tmp_path, train_start=start,
+                                    train_end=simulated_spans.day(1), steps=2))
+    assert record["training_spans"] == [simulated_spans.day(0).isoformat(),
+                                        simulated_spans.day(1).isoformat()]
 
 
 def test_window_without_spans_names_the_days(simulated_spans, tmp_path):
