@@ -23,6 +23,7 @@ from absl import app, flags
 from cvr_tf import job
 from cvr_tf.compat import tf
 from serving.batching import TF_SERVING_DEFAULTS, BatchingConfig, read_batching_parameters
+from serving.errors import ServingError
 from serving.limits import ServerLimits
 from serving.server.model_manager import LOAD_RETRY_INTERVAL_S, MAX_NUM_LOAD_RETRIES
 from serving.server.server import DEFAULT_GRPC_MAX_THREADS, start_server
@@ -84,8 +85,8 @@ def _config_from_flags() -> ModelServerConfig:
         if FLAGS.model_config_file:
             return read_models_config(FLAGS.model_config_file)
         return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    except (ValueError, OSError) as error:
+        raise app.UsageError(f"--model_config_file: {error}") from error
 
 
 def _batching_from_flags() -> BatchingConfig | None:
@@ -98,7 +99,7 @@ def _batching_from_flags() -> BatchingConfig | None:
     try:
         batching = read_batching_parameters(FLAGS.batching_parameters_file)
         batching.check_server_side()
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise app.UsageError(f"--batching_parameters_file: {error}") from error
     return batching
 
@@ -113,7 +114,10 @@ def _limits_from_flags() -> ServerLimits:
 def _prometheus_path_from_flags() -> str | None:
     if not FLAGS.monitoring_config_file:
         return None
-    prometheus = read_monitoring_config(FLAGS.monitoring_config_file).prometheus_config
+    try:
+        prometheus = read_monitoring_config(FLAGS.monitoring_config_file).prometheus_config
+    except (ValueError, OSError) as error:
+        raise app.UsageError(f"--monitoring_config_file: {error}") from error
     if not prometheus.enable:
         return None
     if not FLAGS.rest_api_port:
@@ -127,19 +131,24 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.tensorflow_inter_op_parallelism)
-    server = start_server(
-        _config_from_flags(),
-        FLAGS.port,
-        host=FLAGS.host,
-        batching=_batching_from_flags(),
-        file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
-        grpc_max_threads=FLAGS.grpc_max_threads,
-        rest_api_port=FLAGS.rest_api_port or None,
-        limits=_limits_from_flags(),
-        prometheus_path=_prometheus_path_from_flags(),
-        max_num_load_retries=FLAGS.max_num_load_retries,
-        load_retry_interval_s=FLAGS.load_retry_interval_micros / 1e6,
-    )
+    config, batching = _config_from_flags(), _batching_from_flags()
+    limits, prometheus_path = _limits_from_flags(), _prometheus_path_from_flags()
+    try:
+        server = start_server(
+            config,
+            FLAGS.port,
+            host=FLAGS.host,
+            batching=batching,
+            file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
+            grpc_max_threads=FLAGS.grpc_max_threads,
+            rest_api_port=FLAGS.rest_api_port or None,
+            limits=limits,
+            prometheus_path=prometheus_path,
+            max_num_load_retries=FLAGS.max_num_load_retries,
+            load_retry_interval_s=FLAGS.load_retry_interval_micros / 1e6,
+        )
+    except (ServingError, OSError) as error:  # a model that cannot load, a port in use
+        raise app.UsageError(str(error)) from error
     stopping = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stopping.set())

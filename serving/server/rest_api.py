@@ -279,7 +279,12 @@ class RestServer:
         self, gate: RequestGate, host: str, port: int, prometheus_path: str | None = None
     ) -> None:
         handler = type("Handler", (_Handler,), {"gate": gate, "prometheus_path": prometheus_path})
-        self._http = _BoundedHTTPServer((host, port), handler, gate.limits.rest_api_num_threads)
+        try:
+            self._http = _BoundedHTTPServer((host, port), handler,
+                                            gate.limits.rest_api_num_threads)
+        except OSError as error:
+            raise OSError(error.errno, f"could not bind the REST API to {host}:{port} "
+                          f"({error.strerror}); is another server using it?") from error
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(
             target=self._http.serve_forever, name="rest-api", daemon=True

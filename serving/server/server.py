@@ -8,6 +8,7 @@ command line.
 
 from __future__ import annotations
 
+import errno
 import os
 from concurrent import futures
 
@@ -130,8 +131,7 @@ def start_server(
     Raises:
         ServingError: when a model fails to load (including a model with in-graph batching
             while ``batching`` is set); nothing is left running.
-        RuntimeError: when the gRPC port cannot be bound.
-        OSError: when the REST port cannot be bound.
+        OSError: when the gRPC or the REST port cannot be bound.
     """
     if not isinstance(config, ModelServerConfig):
         config = read_models_config(config)
@@ -174,10 +174,11 @@ def start_server(
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:
+    message = f"could not bind gRPC to {host}:{port}; is another server using it?"
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
-        raise RuntimeError(f"could not bind {host}:{port}; is another server using it?") from error
+        raise OSError(errno.EADDRINUSE, message) from error
     if not bound:
-        raise RuntimeError(f"could not bind {host}:{port}; is another server using it?")
+        raise OSError(errno.EADDRINUSE, message)
     return bound
