@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import os
+import re
 import struct
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -112,6 +113,27 @@ def span_files(spans: list[str], split: str) -> list[str]:
         files.extend(sorted(os.path.join(span, name) for name in os.listdir(span)
                             if name.startswith(f"{split}-") and name.endswith(RECORD_SUFFIX)))
     return files
+
+
+def unreadable_shards(spans: list[str]) -> dict[str, str]:
+    """The shard files of the spans (both splits) that cannot be read to the end, each with
+    TensorFlow's reason: what a ``DataLossError`` in training, which names no file, came from.
+
+    Reads every record of every shard, so call it only once reading has failed.
+    """
+    unreadable = {}
+    for path in [f for split in SPLITS for f in span_files(spans, split)]:
+        try:
+            tf.data.TFRecordDataset(path, compression_type="GZIP").reduce(0, lambda n, _: n + 1)
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as error:
+            unreadable[path] = op_error_reason(error)
+    return unreadable
+
+
+def op_error_reason(error: tf.errors.OpError) -> str:
+    """The reason of a TensorFlow op error without the function and op names around it."""
+    reason = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0])
+    return reason.split(" [Op:")[0].strip()
 
 
 class SpanSchemaError(ValueError):
@@ -293,4 +315,4 @@ def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetim
 __all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "SpanSchemaError",
            "check_span_columns", "days_in_range", "is_complete_span", "list_spans",
            "make_dataset", "read_columns", "shard_filename", "span_dirname", "span_files",
-           "span_path"]
+           "op_error_reason", "span_path", "unreadable_shards"]

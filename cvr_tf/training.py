@@ -280,6 +280,18 @@ def _plan_delayed_feedback(config: TrainConfig, spec: FeatureSpec, train_spans: 
     return plan, test
 
 
+def _data_loss_message(spans: list[str], error: tf.errors.DataLossError) -> str:
+    """One line naming the corrupt shard files behind ``error`` and the spans to rebuild."""
+    unreadable = input_lib.unreadable_shards(spans)
+    if not unreadable:
+        return f"reading the spans failed: {input_lib.op_error_reason(error)}"
+    files = "; ".join(f"{path} ({reason})" for path, reason in unreadable.items())
+    days = sorted({_days([os.path.dirname(path)])[0] for path in unreadable})
+    return (f"corrupt span file(s): {files}; rebuild the span(s) of {', '.join(days)} with "
+            "`python -m pipelines.build_tfrecords --overwrite`, then rerun this command (it "
+            "resumes from the run's last backup, if it made one)")
+
+
 def _days(spans: list[str]) -> list[str]:
     """The ISO days of span directories (``.../span=YYYY-MM-DD``): what a window really held,
     since a day without a complete span is left out of it with a warning."""
@@ -351,10 +363,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run = TrainingLoop(model, config, strategy, is_chief, total_steps, config.eval_every_steps
                        or pass_steps, validate, selection_task, feedback.excluded_days)
     progress = ProgressLogger(total_steps, config.batch_size, config.log_every_steps)
-    resumed_from_step = run.fit(spec, first_step, progress)
-    train_seconds = time.time() - started
-    test_metrics = evaluate_window(model, config.data_dir, config.eval_start, config.eval_end,
-                                   spec, config.eval_batch_size)
+    try:
+        resumed_from_step = run.fit(spec, first_step, progress)
+        train_seconds = time.time() - started
+        test_metrics = evaluate_window(model, config.data_dir, config.eval_start,
+                                       config.eval_end, spec, config.eval_batch_size)
+    except tf.errors.DataLossError as error:
+        raise ConfigError(_data_loss_message(train_spans + test_spans, error)) from error
     monitor = run.monitor
     record = {
         "eval": test_metrics,

@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,22 @@ def test_metrics_name_the_days_a_partly_built_window_really_held(simulated_spans
                                     train_end=simulated_spans.day(1), steps=2))
     assert record["training_spans"] == [simulated_spans.day(0).isoformat(),
                                         simulated_spans.day(1).isoformat()]
+
+
+def test_a_corrupt_span_file_fails_in_one_line_naming_it(simulated_spans, tmp_path):
+    spans = tmp_path / "spans"
+    shutil.copytree(simulated_spans.spans, spans)
+    day = simulated_spans.day(1).isoformat()
+    (shard,) = (spans / f"span={day}").glob("train-*.tfrecord.gz")
+    shard.write_bytes(shard.read_bytes()[:2000])  # a disk fault after the span was published
+    config = _config(simulated_spans, tmp_path / "model", data_dir=str(spans))
+    with pytest.raises(training.ConfigError) as raised:
+        training.train(config)
+    assert str(raised.value).startswith(
+        f"corrupt span file(s): {shard} (truncated record at ")
+    assert str(raised.value).endswith(
+        f"; rebuild the span(s) of {day} with `python -m pipelines.build_tfrecords --overwrite`, "
+        "then rerun this command (it resumes from the run's last backup, if it made one)")
 
 
 def test_window_without_spans_names_the_days(simulated_spans, tmp_path):
