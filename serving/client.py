@@ -284,6 +284,15 @@ def score_file(
     return records
 
 
+def rpc_error_line(error: grpc.RpcError, server: str, model_name: str) -> str:
+    """A command-line tool's one-line report of a call that failed: the flags, the status and
+    the server's message, and for UNAVAILABLE the likely cause."""
+    hint = (f"; is a server listening on --server={server}?"
+            if error.code() == grpc.StatusCode.UNAVAILABLE else "")
+    return (f"--model_name={model_name} at --server={server}: {error.code().name}: "
+            f"{error.details()}{hint}")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -317,10 +326,7 @@ def main(argv: list[str]) -> None:
         ) as client:
             records = score_file(client, FLAGS.input, FLAGS.group_key, FLAGS.output_names)
     except grpc.RpcError as error:
-        hint = (f"; is a server listening on --server={FLAGS.server}?"
-                if error.code() == grpc.StatusCode.UNAVAILABLE else "")
-        raise app.UsageError(f"--model_name={FLAGS.model_name} at --server={FLAGS.server}: "
-                             f"{error.code().name}: {error.details()}{hint}") from None
+        raise app.UsageError(rpc_error_line(error, FLAGS.server, FLAGS.model_name)) from None
     except ValueError as error:  # a request file that does not match the signature
         raise app.UsageError(f"--input={FLAGS.input}: {error}") from None
     lines = "".join(json.dumps(record) + "\n" for record in records)

@@ -42,7 +42,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from cvr_tf import job
 from cvr_tf.compat import tf
-from serving.client import PredictionClient
+from serving.client import PredictionClient, rpc_error_line
 from serving.request_files import read_requests
 from serving.tensors import InputSpec
 
@@ -463,15 +463,14 @@ def define_flags() -> None:
     flags.DEFINE_string("output_json", "", "Also write the report here as JSON.")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _run_from_flags() -> dict[str, LoadReport]:
+    """The load the flags describe, by phase name."""
     requests = None
     if FLAGS.input:
         with PredictionClient(FLAGS.server, FLAGS.model_name, FLAGS.signature_name) as client:
             _, requests = read_requests(FLAGS.input, client.input_specs(), FLAGS.group_key)
     if FLAGS.mode == "overload":
-        reports = run_overload(
+        return run_overload(
             FLAGS.server,
             FLAGS.model_name,
             overload_factor=FLAGS.overload_factor,
@@ -484,25 +483,33 @@ def main(argv: list[str]) -> None:
             signature_name=FLAGS.signature_name,
             requests=requests,
         )
-    else:
-        reports = {
-            FLAGS.mode: run_load(
-                FLAGS.server,
-                FLAGS.model_name,
-                signature_name=FLAGS.signature_name,
-                mode=FLAGS.mode,
-                concurrency=FLAGS.concurrency,
-                qps=FLAGS.qps,
-                arrival=FLAGS.arrival,
-                candidates=FLAGS.candidates,
-                duration_s=FLAGS.duration_s or None,
-                num_requests=FLAGS.num_requests,
-                requests=requests,
-                timeout_s=FLAGS.timeout_s,
-                max_retries=FLAGS.max_retries,
-                seed=FLAGS.seed,
-            )
-        }
+    return {
+        FLAGS.mode: run_load(
+            FLAGS.server,
+            FLAGS.model_name,
+            signature_name=FLAGS.signature_name,
+            mode=FLAGS.mode,
+            concurrency=FLAGS.concurrency,
+            qps=FLAGS.qps,
+            arrival=FLAGS.arrival,
+            candidates=FLAGS.candidates,
+            duration_s=FLAGS.duration_s or None,
+            num_requests=FLAGS.num_requests,
+            requests=requests,
+            timeout_s=FLAGS.timeout_s,
+            max_retries=FLAGS.max_retries,
+            seed=FLAGS.seed,
+        )
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        reports = _run_from_flags()
+    except grpc.RpcError as error:  # the server's metadata, read before any load is sent
+        raise app.UsageError(rpc_error_line(error, FLAGS.server, FLAGS.model_name)) from None
     for name, report in reports.items():
         print(f"== {name}\n{report.table()}" if len(reports) > 1 else report.table())
     if FLAGS.output_json:

@@ -13,7 +13,7 @@ from serving.loadtest import run_load, run_overload, synthetic_requests
 from serving.server import start_server
 from serving.tensors import InputSpec
 from serving.tf_serving_config import single_model_config
-from tests.serving.conftest import REPO, candidates
+from tests.serving.conftest import REPO, candidates, free_port
 
 
 def assert_counts_add_up(report):
@@ -143,3 +143,14 @@ def test_overload_sheds_fast_and_retries_keep_serving(cvr_base):
         assert report.ok > 0
     assert shed.retries == 0 and retried.retries > 0
     assert "retries" in retried.table()
+
+
+def test_cli_reports_an_unreachable_server_in_one_line():
+    target = f"127.0.0.1:{free_port()}"  # nobody listens
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.loadtest", f"--server={target}", "--model_name=cvr",
+         "--num_requests=1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: --model_name=cvr at --server={target}: UNAVAILABLE: ")
+    assert last.endswith(f"; is a server listening on --server={target}?")
