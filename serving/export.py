@@ -125,12 +125,17 @@ def export_model(
     Raises:
       ValueError: for an invalid ``model_name`` (see ``tf_serving_config.validate_model_name``),
         ``dense_device`` or ``dense_precision``, or warmup requests the model cannot answer.
+      NotADirectoryError: ``export_base`` is a file.
+      FileExistsError: the version exists.
     """
     tf_serving_config.validate_model_name(model_name)
     if dense_device not in signatures.DEVICES:
         raise ValueError(
             f"dense_device {dense_device!r} unknown; use one of {', '.join(signatures.DEVICES)}"
         )
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise NotADirectoryError(f"--export_base={export_base} is not a directory; pass the "
+                                 "serving base directory (created if missing)")
     model_base = os.path.join(os.path.abspath(export_base), model_name)
     versions = existing_versions(model_base)
     version = version if version is not None else (versions[-1] + 1 if versions else 1)
@@ -407,7 +412,7 @@ def main(argv: list[str]) -> None:
             FLAGS.dense_precision,
             FLAGS.warmup_requests,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as error:
         raise app.UsageError(str(error)) from error
     print(path)
     with open(os.path.join(FLAGS.export_base, README), encoding="utf-8") as handle:

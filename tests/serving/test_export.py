@@ -266,6 +266,8 @@ def test_server_files_and_versions(exported, trained_dir):
     with pytest.raises(FileExistsError, match="next free one is 3"):
         export.export_model(trained_dir, base, "cvr", version=2, batching=SMALL_BATCHING)
     assert not [n for n in os.listdir(os.path.join(base, "cvr")) if n.startswith(".tmp")]
+    with pytest.raises(NotADirectoryError, match="--export_base=.*/models.config is not a dir"):
+        export.export_model(trained_dir, os.path.join(base, "models.config"), "cvr")
 
 
 def test_each_version_records_its_model_dir_and_dead_staging_is_removed(exported, trained_dir):
