@@ -57,20 +57,22 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_zero(tmp_path, cvr_bas
 
 
 def test_startup_errors_are_one_line_naming_the_cause(tmp_path, server):
-    def start(*flags: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "serving.server", "--host=127.0.0.1",
-                                 *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        return result.stderr.splitlines()[-1]
-
     in_use = server.target.rsplit(":", 1)[1]  # the fixture's server listens there
-    assert start(f"--port={in_use}", "--model_name=cvr", f"--model_base_path={tmp_path}") == (
-        f"error: [Errno 98] could not bind gRPC to 127.0.0.1:{in_use}; is another server using "
-        "it?")
-    assert start(f"--port={free_port()}", "--model_name=cvr",
-                 f"--model_base_path={tmp_path / 'none'}") == (
-        f"error: NOT_FOUND: Could not find base path {tmp_path / 'none'} for servable cvr; create "
-        "it or fix base_path in the model config")
-    assert start(f"--model_config_file={tmp_path / 'models.config'}") == (
-        f"error: --model_config_file: [Errno 2] No such file or directory: "
-        f"'{tmp_path / 'models.config'}'")
+    cases = {  # flags -> the last line on stderr; the three servers start side by side
+        (f"--port={in_use}", "--model_name=cvr", f"--model_base_path={tmp_path}"):
+            f"error: [Errno 98] could not bind gRPC to 127.0.0.1:{in_use}; is another server "
+            "using it?",
+        (f"--port={free_port()}", "--model_name=cvr", f"--model_base_path={tmp_path / 'none'}"):
+            f"error: NOT_FOUND: Could not find base path {tmp_path / 'none'} for servable cvr; "
+            "create it or fix base_path in the model config",
+        (f"--model_config_file={tmp_path / 'models.config'}",):
+            f"error: --model_config_file: [Errno 2] No such file or directory: "
+            f"'{tmp_path / 'models.config'}'",
+    }
+    processes = {flags: subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--host=127.0.0.1", *flags], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for flags in cases}
+    for flags, process in processes.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1 and "Traceback" not in stderr
+        assert stderr.splitlines()[-1] == cases[flags]
