@@ -10,8 +10,10 @@ Routes, as ``tensorflow_model_server`` serves them::
 Bodies are converted by :mod:`serving.server.rest_json`. The server always answers, with TF
 Serving's error shape ``{"error": message}`` and the HTTP status of the gRPC code
 (``google/rpc/code.proto``), whatever arrives: malformed JSON or values, JSON nested past
-``max_json_depth`` (400), a missing, non-numeric or oversized ``Content-Length`` (400), a
-malformed request line or headers (400, as Python's HTTP parser reports them), a body that does
+``max_json_depth`` (400), a missing, non-numeric, oversized or repeated and conflicting
+``Content-Length`` (400), a method a route does not take (404: only predict takes POST, the
+others GET or HEAD), a malformed request line or headers (400, as Python's HTTP parser reports
+them; 431 for overlong or too many header lines), a body that does
 not arrive within ``rest_api_timeout_in_ms`` (408: a slow or short body cannot hold a thread),
 more than ``rest_api_num_threads`` open connections (503 at once, from the accepting thread), and
 any unexpected failure (500). Predict and metadata calls pass the same
@@ -129,7 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             return self.gate.metrics.prometheus_text()
         match = _ROUTE.match(self.path)
-        if match is None or (method == "POST") != (match["action"] == ":predict"):
+        allowed = ("POST",) if match and match["action"] == ":predict" else ("GET", "HEAD")
+        if match is None or method not in allowed:
             raise ServingError(
                 grpc.StatusCode.NOT_FOUND,
                 f"no route for {method} {self.path}; see /v1/models/<name>[:predict|/metadata]",
@@ -147,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Content-Length")
         if header is None:
             raise invalid("a predict request needs a Content-Length header (the body's size)")
+        if len(set(self.headers.get_all("Content-Length"))) > 1:  # which body? (smuggling)
+            raise invalid(f"conflicting Content-Length headers "
+                          f"{self.headers.get_all('Content-Length')}; send one")
         if not header.strip().isdigit():
             raise invalid(f"Content-Length {header!r} is not a non-negative integer")
         length = int(header)

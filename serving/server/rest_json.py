@@ -66,7 +66,13 @@ def _shape_and_leaves(name: str, value, max_depth: int) -> tuple[tuple[int, ...]
 
 def _string_leaf(name: str, leaf) -> bytes:
     if isinstance(leaf, str):
-        return leaf.encode()
+        try:
+            return leaf.encode()
+        except UnicodeEncodeError as error:  # JSON's "\ud800": a lone surrogate, no UTF-8
+            raise invalid(
+                f"input '{name}' holds a string that is not valid Unicode ({error.reason} at "
+                f"character {error.start}); send UTF-8 text or {{\"b64\": \"<base64>\"}}"
+            ) from None
     if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
         try:
             return base64.b64decode(leaf["b64"], validate=True)

@@ -145,6 +145,11 @@ def _post_json(body: bytes) -> bytes:
         (_post_json(b'{"signature_name": 5, "instances": []}'), 400, '"signature_name"'),
         (_post(b"{}", "abc"), 400, "Content-Length 'abc'"),
         (_post(b"{}", "-5"), 400, "Content-Length '-5'"),
+        (_post(b"{}", "2\r\nContent-Length: 5000"), 400, "conflicting Content-Length headers"),
+        (_post_json(_instances(query="\ud800")), 400,
+         "input 'query' holds a string that is not valid Unicode (surrogates not allowed at "
+         "character 0)"),
+        (b"DELETE /v1/models/cvr HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no route for DELETE"),
         (_post(b"{}"), 400, "needs a Content-Length"),
         (_post(b"{}", str(2 << 20)), 400, "--rest_api_max_body_bytes"),
         (b"BROKEN\r\n\r\n", 400, "Bad request syntax"),
