@@ -169,7 +169,8 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
     impressions = list_partitions(logs, IMPRESSIONS)
     by_day = {p.day: p for p in impressions if p.day is not None}
     unknown = [p for p in impressions if p.day is None]
-    event_logs = {kind: _event_partitions(logs, kind, processor.labels) for kind in windows}
+    event_logs = {kind: _event_partitions(logs, kind, processor.labels, not spec.labels)
+                  for kind in windows}
     output = os.fspath(output)
     remove_stale_staging(output)
     observed = {kind: max((p.day for p in parts if p.day is not None), default=None)
@@ -274,14 +275,19 @@ def _check_arguments(eval_fraction: float, num_shards: int, batch_rows: int) -> 
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
 
 
-def _event_partitions(logs: str | os.PathLike, kind: str, labels: Sequence[LabelSpec]
-                      ) -> list[Partition]:
-    """The partitions of event log ``kind``; a missing log directory names the labels."""
+def _event_partitions(logs: str | os.PathLike, kind: str, labels: Sequence[LabelSpec],
+                      default_label: bool) -> list[Partition]:
+    """The partitions of event log ``kind``; a missing log directory names the labels, and
+    for the ``default_label`` (a spec without ``labels``: its ``label`` joined with
+    conversions) the flag that reads a label the impressions already hold."""
     try:
         return list_partitions(logs, kind)
     except FileNotFoundError as error:
         names = ", ".join(repr(label.name) for label in labels if label.events == kind)
-        raise FileNotFoundError(f"{error} (label {names} of the feature spec joins it)") from None
+        hint = ("; if the impressions hold the label, pass its column as --label_column "
+                f"(e.g. --label_column={labels[0].name})" if default_label else "")
+        raise FileNotFoundError(
+            f"{error} (label {names} of the feature spec joins it){hint}") from None
 
 
 def _span_maturity(labels: Sequence[LabelSpec], day: datetime.date,

@@ -298,6 +298,19 @@ def test_a_bad_parquet_file_fails_before_any_work_naming_the_file(logs, tmp_path
     assert not os.path.exists(tmp_path / "out")  # not even an empty output directory
 
 
+def test_missing_conversions_point_to_label_column_for_a_label_in_the_impressions(logs,
+                                                                                 tmp_path):
+    copy = tmp_path / "logs"
+    shutil.copytree(logs[0], copy)
+    shutil.rmtree(copy / "conversions")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"no conversions log directory {copy / 'conversions'}; --logs must hold "
+            "conversions/date=YYYY-MM-DD/*.parquet (label 'converted' of the feature spec joins "
+            "it); if the impressions hold the label, pass its column as --label_column (e.g. "
+            "--label_column=converted)")):
+        build_spans(str(copy), str(tmp_path / "out"), START, START, SPEC)
+
+
 def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(logs, tmp_path):
     copy = str(tmp_path / "logs")
     shutil.copytree(logs[0], copy)
