@@ -6,7 +6,8 @@ applies, in this order), so ``rows_in == rows_written + rows_rejected`` holds by
 ``unknown_date_partition``
     the row's partition directory is not a valid date (``date=2026-13-45``).
 ``missing_value``
-    null (or a float NaN) in a required column.
+    null (or a float NaN) in a required column (one whose features give no ``default_value``;
+    with one, the default is written instead).
 ``wrong_type``
     a value that cannot be read as the column's dtype: e.g. ``"abc"`` or a list where the spec
     says float32, ``2.5`` where it says int64, a float where it says string.
@@ -59,6 +60,8 @@ class ColumnRule:
       min_value: smallest valid value (numerics).
       max_value: largest valid value (numerics).
       positive: values must be > 0 (numerics; e.g. a conversion's quantity).
+      default: written for a null (or NaN) instead of rejecting the row (``default_value`` of
+        the spec's features on the column).
     """
 
     column: str
@@ -66,6 +69,7 @@ class ColumnRule:
     min_value: float | None = None
     max_value: float | None = None
     positive: bool = False
+    default: str | float | None = None
 
 
 def spec_rules(spec: FeatureSpec) -> list[ColumnRule]:
@@ -78,8 +82,9 @@ def spec_rules(spec: FeatureSpec) -> list[ColumnRule]:
         rule = rules.get(f.column, ColumnRule(f.column, f.dtype))
         low = [v for v in (rule.min_value, f.min_value) if v is not None]
         high = [v for v in (rule.max_value, f.max_value) if v is not None]
-        rules[f.column] = dataclasses.replace(rule, min_value=max(low) if low else None,
-                                              max_value=min(high) if high else None)
+        rules[f.column] = dataclasses.replace(
+            rule, min_value=max(low) if low else None, max_value=min(high) if high else None,
+            default=rule.default if f.default_value is None else f.default_value)
     if spec.weight:
         rules[spec.weight] = ColumnRule(spec.weight, "float32", min_value=0.0)
     return list(rules.values())
@@ -193,6 +198,20 @@ def _empty_rows(rules: Sequence[ColumnRule]) -> pa.Table:
 
 
 def _check_column(array: pa.Array, rule: ColumnRule, day: datetime.date) -> _Checked:
+    check = _conform(array, rule, day)
+    if rule.default is None or not check.missing.any():
+        return check
+    # The rule's default stands for a missing value: written, and no other check applies to it.
+    kept = ~check.missing
+    return _Checked(
+        values=pc.if_else(pa.array(check.missing), pa.scalar(rule.default, check.values.type),
+                          check.values),
+        missing=np.zeros_like(kept), wrong=check.wrong & kept, detail=check.detail,
+        range_failures=[(code, mask & kept, detail)
+                        for code, mask, detail in check.range_failures])
+
+
+def _conform(array: pa.Array, rule: ColumnRule, day: datetime.date) -> _Checked:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     missing = array.is_null().to_numpy(zero_copy_only=False)

@@ -16,6 +16,7 @@ coerced.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
@@ -91,6 +92,11 @@ class Feature:
       min_value: smallest valid value; rows below go to the pipeline's dead-letter output.
       max_value: largest valid value.
       train_only: present in training logs only; feeds the bias tower, never the served model.
+      default_value: what a null (or NaN) in the column stands for: the pipeline writes it
+        instead of dead-lettering the row (a missing title, brand or price is common in real
+        logs). A string for a string column, a number for a numeric one (an integer for
+        int64), within ``min_value``/``max_value``; features reading one column agree on it.
+        Serving callers send it for a missing value: a request holds every input.
     """
 
     KIND: ClassVar[str] = ""
@@ -104,6 +110,7 @@ class Feature:
     min_value: float | None = None
     max_value: float | None = None
     train_only: bool = False
+    default_value: str | float | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Feature:
         # Dispatch on the kind only from the base class: a registered class builds itself (and
@@ -128,7 +135,24 @@ class Feature:
             self.fail(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
         if self.embedding_dim <= 0:
             self.fail(f"embedding_dim must be positive, got {self.embedding_dim}")
+        if self.default_value is not None:
+            self._check_default()
         self.validate()
+
+    def _check_default(self) -> None:
+        value, dtype = self.default_value, self.dtype
+        fits = {"string": isinstance(value, str),
+                "int64": _is_int(value),
+                "float32": _is_number(value) and math.isfinite(value)}[dtype]
+        if not fits:
+            wanted = {"string": "a string", "int64": "an integer",
+                      "float32": "a finite number"}[dtype]
+            self.fail(f"default_value must be {wanted} for the {dtype} column {self.column!r}, "
+                      f"got {value!r}")
+        if dtype != "string" and not ((self.min_value is None or value >= self.min_value)
+                                      and (self.max_value is None or value <= self.max_value)):
+            self.fail(f"default_value {value} is outside [min_value, max_value] = "
+                      f"[{self.min_value}, {self.max_value}]; the filled rows would be rejected")
 
     def fail(self, message: str) -> NoReturn:
         """Raises a :class:`FeatureSpecError` naming this feature."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -19,6 +20,10 @@ from typing import Any
 from cvr_tf.features.base import Feature, FeatureSpecError, registered_kinds
 from cvr_tf.features.labels import LabelSpec, labels_from_dict
 from cvr_tf.features.relative import RequestRelativeFeature
+
+# TensorFlow's node names (what a SavedModel signature's inputs must be), without the scope
+# separators '/', '>' and '\\'.
+SERVING_INPUT_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*")
 
 # The pipeline writes at most this many times `vocabulary_size` tokens per vocabulary, so that a
 # model trained with vocab_scale up to this factor finds the tokens it needs.
@@ -66,6 +71,7 @@ class FeatureSpec:
                     "key or the weight; models must not see them as inputs")
         self._check_column_dtypes()
         self._check_shared_tables()
+        self._check_serving_names()
         if not self.serving_features:
             raise FeatureSpecError(
                 "every feature is train_only; the served model needs at least one")
@@ -84,12 +90,21 @@ class FeatureSpec:
 
     def _check_column_dtypes(self) -> None:
         dtypes: dict[str, tuple[str, str]] = {}
+        defaults: dict[str, tuple[str | float, str]] = {}
         for f in self.features:
             other = dtypes.setdefault(f.column, (f.dtype, f.name))
             if other[0] != f.dtype:
                 raise FeatureSpecError(
                     f"feature {f.name!r} reads column {f.column!r} as {f.dtype} but feature "
                     f"{other[1]!r} reads it as {other[0]}; one column has one dtype")
+            if f.default_value is None:
+                continue
+            default = defaults.setdefault(f.column, (f.default_value, f.name))
+            if default[0] != f.default_value:
+                raise FeatureSpecError(
+                    f"features {default[1]!r} and {f.name!r} read column {f.column!r} with "
+                    f"default_value {default[0]!r} and {f.default_value!r}; one column has one "
+                    "default")
         for f in self.request_features:
             if f.input_column in dtypes:
                 raise FeatureSpecError(
@@ -107,6 +122,21 @@ class FeatureSpec:
                     f"features {first.name!r} and {f.name!r} share embedding table {f.table!r} but "
                     "differ in embedding_dim, vocabulary, hash_buckets, boundaries, dtype or "
                     "train_only; make them equal or use separate tables")
+
+    def _check_serving_names(self) -> None:
+        """The served model's inputs are named by their columns, and a SavedModel signature
+        takes only TensorFlow node names: refused here, before any pipeline or training work,
+        rather than when the trained model is exported."""
+        for column in self.serving_columns():
+            if not SERVING_INPUT_NAME.fullmatch(column):
+                readers = ", ".join(repr(f.name) for f in self.serving_features
+                                    if f.column == column) or "the group key"
+                renamed = re.sub(r"[^A-Za-z0-9_.-]", "_", column).lstrip("_-") or "column"
+                raise FeatureSpecError(
+                    f"column {column!r} (read by {readers}) "
+                    "cannot name an input of the served model: SavedModel signature inputs "
+                    f"match {SERVING_INPUT_NAME.pattern}; rename the log column (e.g. "
+                    f"{renamed!r}), or make its features train_only")
 
     # ----------------------------------------------------------------------------------------
     # Views

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,6 +111,16 @@ def test_json_and_yaml_round_trip(tmp_path):
     ({"name": "x", "kind": 3, "hash_buckets": 3}, "feature 'x': kind must be a string"),
     ({"name": 7, "kind": "categorical", "hash_buckets": 3},
      "every feature needs a non-empty string 'name', got 7"),
+    ({"name": "x", "kind": "categorical", "hash_buckets": 3, "default_value": 0},
+     "feature 'x': default_value must be a string for the string column 'x', got 0"),
+    ({"name": "x", "kind": "numeric", "dtype": "float32", "default_value": "0"},
+     "feature 'x': default_value must be a finite number for the float32 column 'x', got '0'"),
+    ({"name": "x", "kind": "numeric", "dtype": "float32", "default_value": float("nan")},
+     "feature 'x': default_value must be a finite number for the float32 column 'x', got nan"),
+    ({"name": "x", "kind": "numeric", "dtype": "int64", "default_value": 1.5},
+     "feature 'x': default_value must be an integer for the int64 column 'x', got 1.5"),
+    ({"name": "x", "kind": "numeric", "dtype": "float32", "min_value": 0, "default_value": -1},
+     "feature 'x': default_value -1 is outside \\[min_value, max_value\\] = \\[0, None\\]"),
 ])
 def test_invalid_features_name_the_feature(feature, message):
     with pytest.raises(FeatureSpecError, match=message):
@@ -131,6 +142,22 @@ def test_invalid_specs_name_the_feature():
         spec_from_dict({"features": [
             {"name": "a", "column": "c", "kind": "categorical", "hash_buckets": 3},
             {"name": "b", "column": "c", "kind": "numeric", "dtype": "float32"}]})
+    with pytest.raises(FeatureSpecError, match="features 'a' and 'b' read column 'c' with "
+                                               "default_value '' and 'none'; one column has one"):
+        spec_from_dict({"features": [
+            {"name": "a", "column": "c", "kind": "categorical", "hash_buckets": 3,
+             "default_value": ""},
+            {"name": "b", "column": "c", "kind": "text", "hash_buckets": 3,
+             "default_value": "none"}]})
+    with pytest.raises(FeatureSpecError, match=re.escape(
+            "column 'Department Name' (read by 'dept') cannot name an input of the served "
+            "model: SavedModel signature inputs match [A-Za-z0-9.][A-Za-z0-9_.-]*; rename the "
+            "log column (e.g. 'Department_Name'), or make its features train_only")):
+        spec_from_dict({"features": [a, {"name": "dept", "column": "Department Name",
+                                          "kind": "categorical", "hash_buckets": 3}]})
+    spec_from_dict({"features": [a, {"name": "dept", "column": "Department Name",  # not served
+                                      "kind": "categorical", "hash_buckets": 3,
+                                      "train_only": True}]})
     with pytest.raises(FeatureSpecError, match="every feature is train_only"):
         spec_from_dict({"features": [dict(a, train_only=True)]})
     with pytest.raises(FeatureSpecError, match="unknown top-level spec field"):

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cvr_tf.features import default_spec
+from cvr_tf.features import default_spec, spec_from_dict
 from pipelines.validation import (
     LABEL,
     TIMESTAMP,
@@ -40,6 +40,32 @@ def test_numeric_columns_accept_numbers_and_numeric_text_and_reject_the_rest():
                                   ("out_of_range", "price"), ("out_of_range", "price")]
     assert validated.rejected_counts() == {"wrong_type": 1, "missing_value": 1,
                                            "out_of_range": 2}
+
+
+def test_a_default_value_stands_for_nulls_and_nans_and_nothing_else():
+    table = pa.table({
+        "title": pa.array(["red dress", None, "", None]),
+        "price": pa.array([12.5, float("nan"), None, -3.0]),
+        "stars": pa.array([4, None, 5, 2], pa.int64()),
+        "brand": pa.array(["a", "b", None, "d"]),
+    })
+    rules = [ColumnRule("title", "string", default=""),
+             ColumnRule("price", "float32", min_value=0.0, default=0.0),
+             ColumnRule("stars", "int64", default=-1), ColumnRule("brand", "string")]
+    validated = validate(table, rules, DAY)
+    assert validated.rows.to_pydict() == {"title": ["red dress", ""], "price": [12.5, 0.0],
+                                          "stars": [4, -1], "brand": ["a", "b"]}
+    # A column without a default still rejects its nulls; a default never hides a bad value.
+    assert reasons(validated) == [("missing_value", "brand"), ("out_of_range", "price")]
+
+
+def test_spec_rules_carry_the_features_default_value():
+    spec = spec_from_dict({"features": [
+        {"name": "title", "kind": "text", "vocabulary_size": 10, "default_value": ""},
+        {"name": "title_id", "kind": "categorical", "column": "title", "vocabulary_size": 10},
+        {"name": "price", "kind": "numeric", "dtype": "float32", "mean": 0.0, "std": 1.0}]})
+    defaults = {rule.column: rule.default for rule in spec_rules(spec)}
+    assert defaults == {"request_id": None, "title": "", "price": None}
 
 
 def test_first_reason_wins_in_the_documented_order():
