@@ -81,7 +81,7 @@ def spec_differences(given: FeatureSpec, built: FeatureSpec) -> list[str]:
     return out
 
 
-def _unmet_needs(given: FeatureSpec, built: FeatureSpec) -> list[str]:
+def unmet_needs(given: FeatureSpec, built: FeatureSpec) -> list[str]:
     """What ``given`` reads that spans built with ``built`` lack: a column (or one of another
     dtype), or a vocabulary the pipeline computed for ``built`` only. A spec that differs from
     the spans' in features computable from their columns (a new hashed or bucketized feature,
@@ -136,7 +136,7 @@ def spec_for_training(data_dir: str | os.PathLike, spec_path_or_empty: str | Non
     given = load_spec(spec_path_or_empty)
     if built_with:
         built = next(iter(built_with.values()))[1]
-        unmet = _unmet_needs(self_contained(given), built)
+        unmet = unmet_needs(self_contained(given), built)
         if unmet:
             raise FeatureSpecError(
                 f"feature spec {spec_path_or_empty} needs what the spans of {start}..{end} in "

@@ -179,7 +179,7 @@ def build_spans(logs: str | os.PathLike, output: str | os.PathLike, start: datet
                 for day in days if day in by_day}
     build, skipped = plan_spans(output, days, overwrite, processor.data_definition(), {
         label.name: observed[label.events] and observed[label.events].isoformat()
-        for label in processor.labels if label.events is not None})
+        for label in processor.labels if label.events is not None}, spec)
     missing = [d for d in days if d not in by_day and d not in skipped]
     if missing:
         logging.warning("No impressions partition for %s in %s: no span for these days.",

@@ -43,10 +43,10 @@ from cvr_tf.input import (
     span_dirname,
     span_path,
 )
-from cvr_tf.span_spec import write_span_spec
+from cvr_tf.span_spec import read_span_spec, self_contained, unmet_needs, write_span_spec
 from cvr_tf.statistics import ColumnStatistics, write_statistics
 from cvr_tf.vocabulary import TOKEN_COUNTS_DIR, write_token_counts
-from pipelines.validation import dead_letter_lines
+from pipelines.validation import ColumnRule, dead_letter_lines, spec_rules
 
 STATS_FILE = "stats.json"
 DEAD_LETTER_FILE = "dead_letter-00000-of-00001.jsonl"
@@ -143,7 +143,8 @@ class SpanDefinitionError(ValueError):
 
 def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwrite: bool,
                definition: Mapping[str, object] | None = None,
-               observed: Mapping[str, str | None] | None = None
+               observed: Mapping[str, str | None] | None = None,
+               spec: FeatureSpec | None = None
                ) -> tuple[list[datetime.date], list[datetime.date]]:
     """Days to build and days skipped (their span is complete and ``overwrite`` is off).
 
@@ -160,6 +161,10 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
         output never mixes two label definitions.
       observed: label -> the ISO day its event log is now observed through (None: no
         partition), for the labels joined with events.
+      spec: this run's feature spec; a complete span it would write other data for (a column
+        it lacks, or a column validated with other bounds or ``default_value``) is refused
+        unless ``overwrite``. A change that keeps the data (an embedding width, a dropped
+        feature) is no reason to rebuild.
 
     Raises:
       SpanDefinitionError: naming the span, the differing option and the fix.
@@ -169,6 +174,8 @@ def plan_spans(output: str | os.PathLike, days: Sequence[datetime.date], overwri
         complete = is_complete_span(span_path(output, day))
         if complete and not overwrite and definition is not None:
             _check_definition(output, day, definition)
+        if complete and not overwrite and spec is not None:
+            _check_spec(output, day, spec)
         newer = (_newly_observed(read_span_stats(output, day), observed)
                  if complete and not overwrite and observed else [])
         (skip if complete and not overwrite and not newer else build).append(day)
@@ -199,6 +206,31 @@ def _check_definition(output: str | os.PathLike, day: datetime.date,
                 f"{json.dumps(recorded.get(built_option))} but this run asks for {asks}"
                 f"{json.dumps(value)}; pass --overwrite to rebuild the window's spans with the "
                 "new options (or --output to a new directory), never mix the two")
+
+
+def _check_spec(output: str | os.PathLike, day: datetime.date, spec: FeatureSpec) -> None:
+    built = read_span_spec(span_path(output, day))
+    if built is None:  # built before spans recorded their spec: nothing to compare
+        return
+    spec = self_contained(spec)
+    built_rules = {rule.column: rule for rule in spec_rules(built)}
+    pairs = [(built_rules[rule.column], rule) for rule in spec_rules(spec)
+             if rule.column in built_rules]
+    changed = [f"column {new.column!r} is validated with {_rule_change(old, new)}"
+               for old, new in pairs if new.dtype == old.dtype and new != old]
+    problems = unmet_needs(spec, built) + changed
+    if problems:
+        raise SpanDefinitionError(
+            f"span {span_path(output, day)} was built with another feature spec ("
+            f"{'; '.join(problems)}); pass --overwrite to rebuild the window's spans with this "
+            "spec (or --output to a new directory), never mix the two")
+
+
+def _rule_change(built: ColumnRule, new: ColumnRule) -> str:
+    """``min_value None -> 0.0, default None -> ''``: the fields of ``new`` that differ."""
+    return ", ".join(f"{field.name} {getattr(built, field.name)!r} -> {getattr(new, field.name)!r}"
+                     for field in dataclasses.fields(ColumnRule)
+                     if getattr(built, field.name) != getattr(new, field.name))
 
 
 def _newly_observed(stats: Mapping[str, Any], observed: Mapping[str, str | None]) -> list[str]:

@@ -311,6 +311,29 @@ def test_missing_conversions_point_to_label_column_for_a_label_in_the_impression
         build_spans(str(copy), str(tmp_path / "out"), START, START, SPEC)
 
 
+def test_a_spec_that_writes_other_data_is_refused_on_built_spans_one_that_does_not_is_not(
+        logs, tmp_path):
+    output = str(tmp_path / "out")
+    build_spans(logs[0], output, START, START, SPEC)
+
+    def with_feature(name, **changes):
+        return dataclasses.replace(SPEC, features=tuple(
+            dataclasses.replace(f, **changes) if f.name == name else f for f in SPEC.features))
+
+    wider = with_feature("item_id", embedding_dim=64)  # same data: nothing to rebuild
+    assert build_spans(logs[0], output, START, START, wider).skipped == [START.isoformat()]
+    with pytest.raises(SpanDefinitionError, match=re.escape(
+            f"span {span_path(output, START)} was built with another feature spec (column "
+            "'item_brand' is validated with default None -> 'unknown'); pass --overwrite")):
+        build_spans(logs[0], output, START, START, with_feature("item_brand",
+                                                                 default_value="unknown"))
+    extra = dataclasses.replace(SPEC, features=(*SPEC.features, Feature(
+        name="stars", kind="numeric", dtype="float32", mean=0.0, std=1.0)))
+    with pytest.raises(SpanDefinitionError, match="column 'stars' \\(float32\\) is not in the "
+                                                  "spans"):
+        build_spans(logs[0], output, START, START, extra)
+
+
 def test_conversions_with_quantity_at_most_zero_are_dead_lettered_with_a_reason(logs, tmp_path):
     copy = str(tmp_path / "logs")
     shutil.copytree(logs[0], copy)
