@@ -78,11 +78,14 @@ class RetrainConfig:
         "day); train_days = the whole window. A cold candidate always trains on the whole "
         "window.", choices=WARM_START_WINDOWS)
     slice_by: str = _field("device", "Comma-separated spec columns whose values slice the "
-                           "report (string or integer columns); empty for none.")
+                           "report (string or integer columns); empty for none. The default "
+                           "is skipped for a spec without the column.")
     query_column: str = _field("query", "Column whose training-window frequency gives the "
-                               "head/torso/tail query slices; empty for none.")
+                               "head/torso/tail query slices; empty for none. The default is "
+                               "skipped for a spec that cannot give them.")
     item_column: str = _field("item_id", "Column whose membership in the served model's "
-                              "vocabulary gives the new/returning item slices; empty for none.")
+                              "vocabulary gives the new/returning item slices; empty for none. "
+                              "The default is skipped for a spec that cannot give them.")
     attribution_days: int | None = _field(None, "The span pipeline's --attribution_days; unset: "
                                           "its default.")
     batch_scope: str = _field("dense", "The export's in-graph batching: dense, whole or none "

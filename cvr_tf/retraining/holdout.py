@@ -89,26 +89,38 @@ def _categorical_table(spec: FeatureSpec, column: str) -> str | None:
     return None
 
 
-def check_slicing(spec: FeatureSpec, slice_by: tuple[str, ...], query_column: str,
-                  item_column: str) -> None:
-    """Raises ValueError, naming the flag, when the spec cannot give the report's slices."""
+def slicing_problems(spec: FeatureSpec, slice_by: tuple[str, ...], query_column: str,
+                     item_column: str) -> dict[str, str]:
+    """Flag (``slice_by``, ``query_column``, ``item_column``) -> why the spec cannot give its
+    slices, naming the flag and the fix; empty when it can."""
+    problems = {}
     columns = spec.column_dtypes()
     for column in slice_by:
         if column not in columns:
-            raise ValueError(f"--slice_by: the feature spec reads no column {column!r}; use "
-                             f"some of {', '.join(sorted(columns))}")
-        if columns[column] == "float32":
-            raise ValueError(f"--slice_by: column {column!r} is float32; slice by string or "
-                             "integer columns (a value per slice)")
+            problems["slice_by"] = (f"--slice_by: the feature spec reads no column {column!r}; "
+                                    f"use some of {', '.join(sorted(columns))}, or none")
+        elif columns[column] == "float32":
+            problems["slice_by"] = (f"--slice_by: column {column!r} is float32; slice by string "
+                                    "or integer columns (a value per slice)")
     if query_column and _categorical_table(spec, query_column) not in spec.vocabulary_tables():
-        raise ValueError(f"--query_column={query_column}: no categorical feature with a computed "
-                         "vocabulary reads it, so the spans hold no query counts; name another "
-                         "column, or pass an empty one to skip query-frequency slices")
+        problems["query_column"] = (
+            f"--query_column={query_column}: no categorical feature with a computed vocabulary "
+            "reads it, so the spans hold no query counts; name another column, or pass an "
+            "empty one to skip query-frequency slices")
     table = _categorical_table(spec, item_column) if item_column else None
     if item_column and (table is None or spec.tables()[table].hash_buckets is not None):
-        raise ValueError(f"--item_column={item_column}: no categorical feature with a vocabulary "
-                         "reads it; name another column, or pass an empty one to skip the "
-                         "new/returning item slices")
+        problems["item_column"] = (
+            f"--item_column={item_column}: no categorical feature with a vocabulary reads it; "
+            "name another column, or pass an empty one to skip the new/returning item slices")
+    return problems
+
+
+def check_slicing(spec: FeatureSpec, slice_by: tuple[str, ...], query_column: str,
+                  item_column: str) -> None:
+    """Raises ValueError, naming the flag, when the spec cannot give the report's slices."""
+    problems = slicing_problems(spec, slice_by, query_column, item_column)
+    if problems:
+        raise ValueError(next(iter(problems.values())))
 
 
 def model_vocabulary(model: CVRModel, column: str) -> list[str]:

@@ -118,12 +118,14 @@ def _last_blessed(work_dir: str, day: datetime.date) -> str | None:
     return None
 
 
-def _check(config: RetrainConfig) -> FeatureSpec:
-    """Fails before any work on a config that cannot run; returns the spans' feature spec."""
+def _check(config: RetrainConfig) -> tuple[RetrainConfig, FeatureSpec]:
+    """Fails before any work on a config that cannot run; returns it, with the default slices
+    a spec cannot give dropped (:func:`_fit_default_slices`), and the spans' feature spec."""
     try:
         config.check()
         tf_serving_config.validate_model_name(config.model_name)
         spec = resolve_spec(config.training.feature_spec)
+        config = _fit_default_slices(config, spec)
         holdout.check_slicing(spec, config.slice_columns, config.query_column,
                               config.item_column)
     except (FeatureSpecError, OSError) as error:
@@ -135,7 +137,23 @@ def _check(config: RetrainConfig) -> FeatureSpec:
                            f"{', '.join(BATCH_SCOPES)}")
     if not os.path.isdir(config.logs):
         raise RetrainError(f"--logs={config.logs} is not a directory")
-    return spec
+    return config, spec
+
+
+def _fit_default_slices(config: RetrainConfig, spec: FeatureSpec) -> RetrainConfig:
+    """The config without the slicing flags that still hold their defaults (columns of the
+    simulator's logs: device, query, item_id) and that ``spec`` cannot slice by, each dropped
+    with a log line: a team's own spec need not name them. A value given otherwise must work."""
+    defaults = {field.name: field.default for field in dataclasses.fields(RetrainConfig)}
+    problems = holdout.slicing_problems(spec, config.slice_columns, config.query_column,
+                                        config.item_column)
+    dropped = {flag: "" for flag in problems if getattr(config, flag) == defaults[flag]}
+    kinds = {"slice_by": "per-value", "query_column": "query-frequency",
+             "item_column": "new/returning item"}
+    for flag in dropped:
+        logging.info("The report has no %s slices: the default --%s=%s names a column this "
+                     "feature spec cannot slice by.", kinds[flag], flag, getattr(config, flag))
+    return dataclasses.replace(config, **dropped)
 
 
 def _build_spans(config: RetrainConfig, spec: FeatureSpec) -> dict[str, Any]:
@@ -271,7 +289,7 @@ def retrain(config: RetrainConfig, train: TrainFunction = training.train) -> dic
       RetrainError: the day cannot run (bad flags, no logs for the day, a served model whose
         model dir is gone); nothing is exported then.
     """
-    spec = _check(config)
+    config, spec = _check(config)
     done = report_lib.read_report(config.work_dir, config.date)
     if done is not None:
         logging.info("%s is done already (%s); nothing to do.", config.date,

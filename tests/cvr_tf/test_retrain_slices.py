@@ -1,11 +1,15 @@
 """Holdout slices (value, query-frequency, new/returning item) and their metrics."""
 
+import dataclasses
+import datetime
+
 import numpy as np
 import pytest
 
 from cvr_tf import metrics as metrics_lib
-from cvr_tf.features import default_spec
-from cvr_tf.retraining import holdout, slices
+from cvr_tf.features import default_spec, spec_from_dict
+from cvr_tf.retraining import holdout, loop, slices
+from cvr_tf.retraining.config import RetrainConfig, training_template
 
 
 def test_query_buckets_split_the_window_traffic_at_half_and_ninety_percent():
@@ -99,3 +103,20 @@ def test_the_report_says_whether_the_holdout_labels_are_mature():
     assert holdout.maturity_note(immature) == (
         "immature labels, evaluated as logged for both models (positives still to arrive count "
         "as negatives): converted (events through 2026-01-19, needs 2026-01-22)")
+
+
+def test_default_slices_a_spec_cannot_give_are_dropped_given_ones_must_work(tmp_path):
+    spec = spec_from_dict({"features": [
+        {"name": "item_id", "kind": "categorical", "vocabulary_size": 10},
+        {"name": "colour", "kind": "categorical", "hash_buckets": 8}]})  # no device, no query
+    config = RetrainConfig(logs=str(tmp_path), work_dir=str(tmp_path), export_base=str(tmp_path),
+                           date=datetime.date(2026, 2, 1),
+                           training=training_template(str(tmp_path)))
+    assert holdout.slicing_problems(spec, ("device",), "query", "item_id").keys() == {
+        "slice_by", "query_column"}
+    fitted = loop._fit_default_slices(config, spec)
+    assert (fitted.slice_by, fitted.query_column, fitted.item_column) == ("", "", "item_id")
+    given = dataclasses.replace(config, slice_by="colour,size")
+    assert loop._fit_default_slices(given, spec).slice_by == "colour,size"  # then refused:
+    with pytest.raises(ValueError, match="--slice_by: the feature spec reads no column 'size'"):
+        holdout.check_slicing(spec, ("colour", "size"), "", "item_id")
