@@ -176,16 +176,12 @@ class Grid:
                 **{k: v for k, v in self.training.items() if k in OPTIMIZATION_KEYS}),
             **{k: v for k, v in self.training.items() if k in TRAINING_KEYS})
 
-    def with_data(self, spans: str = "", feature_spec: str = "") -> Grid:
-        """This grid on a team's own ``spans`` and/or ``feature_spec`` (the job's flags)."""
-        grid = self
-        if spans:
-            grid = dataclasses.replace(grid, data=DataConfig(
-                eval_start=self.data.eval_start, eval_days=self.data.eval_days, spans=spans))
-        if feature_spec:
-            grid = dataclasses.replace(grid, training={**grid.training,
-                                                       "feature_spec": feature_spec})
-        return grid
+    def with_feature_spec(self, feature_spec: str) -> Grid:
+        """This grid training with ``feature_spec`` (the job's flag; empty keeps the grid's)."""
+        if not feature_spec:
+            return self
+        return dataclasses.replace(self, training={**self.training,
+                                                   "feature_spec": feature_spec})
 
 
 def _cell(raw: Mapping[str, Any], base: Cell, where: str) -> Cell:
@@ -228,7 +224,7 @@ def _data_config(raw: Mapping[str, Any], name: str) -> DataConfig:
     return DataConfig(**{**raw, "eval_start": eval_start})
 
 
-def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
+def grid_from_dict(data: Mapping[str, Any], name: str = "grid", spans: str = "") -> Grid:
     """Builds a :class:`Grid` from a grid file's contents.
 
     Keys: ``data`` (:class:`DataConfig` fields, ``eval_start`` as YYYY-MM-DD), ``training``
@@ -250,7 +246,11 @@ def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
     for key in ("data", "training", "baseline"):
         if key not in data:
             raise GridError(f"grid {name}: missing {key!r}")
-    data_config = _data_config(data["data"], name)
+    raw_data = data["data"]
+    if spans:  # a team's own spans (--data_dir) replace the grid's source: it need not name one
+        raw_data = {**{k: v for k, v in raw_data.items() if k in ("eval_start", "eval_days")},
+                    "spans": spans}
+    data_config = _data_config(raw_data, name)
     allowed_training = TRAINING_KEYS + MODEL_KEYS + OPTIMIZATION_KEYS
     bad = sorted(set(data["training"]) - set(allowed_training))
     if bad:
@@ -285,8 +285,9 @@ def grid_from_dict(data: Mapping[str, Any], name: str = "grid") -> Grid:
                 baseline=baseline, cells=unique)
 
 
-def load_grid(path: str) -> Grid:
-    """Reads a grid JSON file (see :func:`grid_from_dict`)."""
+def load_grid(path: str, spans: str = "") -> Grid:
+    """Reads a grid JSON file (see :func:`grid_from_dict`); ``spans`` replaces its data
+    source."""
     if not os.path.exists(path):
         raise GridError(f"grid file {path} does not exist; presets are in {GRIDS_DIR}")
     with open(path, encoding="utf-8") as handle:
@@ -294,7 +295,7 @@ def load_grid(path: str) -> Grid:
             data = json.load(handle)
         except json.JSONDecodeError as error:
             raise GridError(f"grid file {path} is not JSON: {error}") from error
-    return grid_from_dict(data, name=os.path.splitext(os.path.basename(path))[0])
+    return grid_from_dict(data, name=os.path.splitext(os.path.basename(path))[0], spans=spans)
 
 
 def preset_path(preset: str) -> str:

@@ -246,8 +246,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("give exactly one of --preset and --grid")
     logging.set_verbosity(logging.INFO)
     try:
-        grid = load_grid(FLAGS.grid or preset_path(FLAGS.preset)).with_data(
-            FLAGS.data_dir, FLAGS.feature_spec)
+        grid = load_grid(FLAGS.grid or preset_path(FLAGS.preset),
+                         spans=FLAGS.data_dir).with_feature_spec(FLAGS.feature_spec)
         print(f"Grid {grid.name}: {len(grid.cells)} cells into {FLAGS.out}", flush=True)
         rows = run_grid(grid, FLAGS.out, FLAGS.results,
                         report=lambda line: print(line, flush=True),

@@ -112,8 +112,10 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     assert all("done before" in line for line in again[1:])
 
     # A team's own spans (here the ones just built): nothing simulated, no ground truth.
-    own = grid_from_dict({**TINY_GRID, "axes": {}}, name="own").with_data(
-        spans=os.path.join(out, "data", "spans"))
+    # The grid names no data source: the spans given (the job's --data_dir) are it.
+    sourceless = {**TINY_GRID, "axes": {}, "data": {
+        k: v for k, v in TINY_GRID["data"].items() if k in ("eval_start", "eval_days")}}
+    own = grid_from_dict(sourceless, name="own", spans=os.path.join(out, "data", "spans"))
     own_out = str(tmp_path / "own")
     [own_row] = scaling.run_grid(own, own_out, report=again.append)
     assert own_row["cell"] == "dcnv2x1-emb1-d2-s0" and "ceiling" not in own_row
