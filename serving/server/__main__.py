@@ -86,7 +86,8 @@ def _config_from_flags() -> ModelServerConfig:
             return read_models_config(FLAGS.model_config_file)
         return single_model_config(FLAGS.model_name, FLAGS.model_base_path)
     except (ValueError, OSError) as error:
-        raise app.UsageError(f"--model_config_file: {error}") from error
+        where = "--model_config_file: " if FLAGS.model_config_file else ""
+        raise app.UsageError(f"{where}{error}") from error
 
 
 def _batching_from_flags() -> BatchingConfig | None:
