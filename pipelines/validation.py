@@ -12,7 +12,8 @@ applies, in this order), so ``rows_in == rows_written + rows_rejected`` holds by
     a value that cannot be read as the column's dtype: e.g. ``"abc"`` or a list where the spec
     says float32, ``2.5`` where it says int64, a float where it says string.
 ``bad_timestamp``
-    ``ts`` unparsable, or not inside the partition's day (UTC).
+    ``ts`` unparsable, or not inside the partition's day (UTC). ``ts`` is epoch milliseconds
+    (an integer or its text), an Arrow timestamp, or ISO 8601 text (UTC without an offset).
 ``out_of_range``
     below the feature's ``min_value`` / above its ``max_value``, infinite, too large for
     float32, a label other than 0/1, or a conversion's ``quantity`` <= 0.
@@ -226,8 +227,11 @@ def _conform(array: pa.Array, rule: ColumnRule, day: datetime.date) -> _Checked:
     if rule.dtype == TIMESTAMP:
         start = (day - datetime.date(1970, 1, 1)).days * MS_PER_DAY
         outside = usable & ((numbers < start) | (numbers >= start + MS_PER_DAY))
+        as_seconds = outside & (numbers * 1000 >= start) & (numbers * 1000 < start + MS_PER_DAY)
+        hint = ("; the values read as epoch seconds would be: write ts in milliseconds"
+                if as_seconds.any() else "")
         check.range_failures.append((BAD_TIMESTAMP, outside,
-                                     f"ts is not inside the partition's day {day} (UTC)"))
+                                     f"ts is not inside the partition's day {day} (UTC){hint}"))
     if rule.dtype == "float32":
         with np.errstate(over="ignore"):  # too large for float32 -> inf -> out_of_range
             numbers = numbers.astype(np.float32)
@@ -267,6 +271,23 @@ def _check_string(array: pa.Array, missing: np.ndarray, rule: ColumnRule) -> _Ch
                     wrong=~missing, detail=detail)
 
 
+def _timestamp_text(array: pa.Array) -> tuple[np.ndarray, np.ndarray, str]:
+    """Epoch milliseconds of ``ts`` written as text: epoch milliseconds, or an ISO 8601 time
+    (``2026-01-05T10:00:00``, ``2026-01-05 10:00:00+01:00``; without an offset it is UTC, as the
+    partitions' days are), and the mask of text that is neither."""
+    text = pd.Series(array.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    times = pd.to_datetime(text.where(np.isnan(numbers)), utc=True, errors="coerce",
+                           format="ISO8601")
+    parsed = ~np.isnan(numbers) | times.notna().to_numpy()
+    since_epoch_ms = ((times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")).to_numpy(
+        dtype=np.float64, na_value=np.nan)
+    epoch_ms = np.where(times.notna(), since_epoch_ms, np.nan_to_num(numbers))
+    wrong = ~parsed & ~array.is_null().to_numpy(zero_copy_only=False)
+    return (np.where(parsed, np.floor(epoch_ms), 0).astype(np.int64), wrong,
+            "ts holds text that is neither epoch milliseconds nor an ISO 8601 time")
+
+
 def _to_numbers(array: pa.Array, rule: ColumnRule) -> tuple[np.ndarray, np.ndarray, str]:
     """Float64 values (0 where unusable), a wrong-type mask and its message.
 
@@ -293,6 +314,8 @@ def _to_numbers(array: pa.Array, rule: ColumnRule) -> tuple[np.ndarray, np.ndarr
         return (values if integral_target else values.astype(np.float64)), np.zeros(n, bool), detail
     if pa.types.is_floating(kind):
         values = pc.cast(array, pa.float64()).fill_null(0.0).to_numpy()
+    elif (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and rule.dtype == TIMESTAMP:
+        return _timestamp_text(array)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         if integral_target:
             try:

@@ -114,6 +114,21 @@ def test_timestamps_in_any_unit_must_fall_inside_the_partition_day():
     assert reasons(text) == [("bad_timestamp", "ts")]
 
 
+def test_iso_8601_text_is_a_timestamp_and_epoch_seconds_are_named():
+    table = pa.table({"ts": ["2026-01-05T12:00:00", "2026-01-05 12:00:00.250", "2026-01-05T12Z",
+                             "2026-01-05T13:00:00+01:00", "2026-01-05T23:30:00-02:00",
+                             "5 Jan 2026"]})
+    validated = validate(table, [ColumnRule("ts", TIMESTAMP)], DAY)
+    assert validated.rows.column("ts").to_pylist() == [NOON, NOON + 250, NOON, NOON]
+    assert validated.rejected.column("detail").to_pylist() == [
+        "ts is not inside the partition's day 2026-01-05 (UTC)",  # 01:30 on the 6th in UTC
+        "ts holds text that is neither epoch milliseconds nor an ISO 8601 time"]
+    seconds = validate(pa.table({"ts": [NOON // 1000]}), [ColumnRule("ts", TIMESTAMP)], DAY)
+    assert seconds.rejected.column("detail").to_pylist() == [
+        "ts is not inside the partition's day 2026-01-05 (UTC); the values read as epoch "
+        "seconds would be: write ts in milliseconds"]
+
+
 def test_labels_from_the_logs_must_be_zero_or_one():
     table = pa.table({"bought": pa.array([True, False, None]), "x": pa.array([0, 1, 2])})
     validated = validate(table, [ColumnRule("bought", LABEL), ColumnRule("x", LABEL)], DAY)
