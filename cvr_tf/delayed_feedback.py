@@ -50,6 +50,8 @@ from typing import Any
 
 from absl import logging
 
+from cvr_tf.input import span_day
+
 NONE = "none"
 EXCLUDE = "exclude"
 AS_OBSERVED = "as_observed"
@@ -80,7 +82,7 @@ class Immature:
 
     @property
     def day(self) -> datetime.date:
-        return datetime.date.fromisoformat(os.path.basename(self.span).split("=", 1)[1])
+        return span_day(self.span)
 
 
 def _maturity(span: str) -> dict[str, dict[str, Any]] | None:

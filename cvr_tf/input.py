@@ -50,6 +50,12 @@ def span_path(data_dir: str | os.PathLike, day: datetime.date) -> str:
     return os.path.join(os.fspath(data_dir), span_dirname(day))
 
 
+def span_day(span: str | os.PathLike) -> datetime.date:
+    """The day of a span directory (``.../span=YYYY-MM-DD``), the inverse of :func:`span_path`."""
+    name = os.path.basename(os.path.normpath(os.fspath(span)))
+    return datetime.date.fromisoformat(name.removeprefix(SPAN_PREFIX))
+
+
 def shard_filename(split: str, shard: int, num_shards: int) -> str:
     """``{split}-SSSSS-of-NNNNN.tfrecord.gz``, the name of one shard of a span."""
     return f"{split}-{shard:05d}-of-{num_shards:05d}{RECORD_SUFFIX}"
@@ -315,4 +321,4 @@ def read_columns(data_dir: str | os.PathLike, start: datetime.date, end: datetim
 __all__ = ["RECORD_SUFFIX", "SPAN_PREFIX", "SPLITS", "SUCCESS_FILE", "SpanSchemaError",
            "check_span_columns", "days_in_range", "is_complete_span", "list_spans",
            "make_dataset", "read_columns", "shard_filename", "span_dirname", "span_files",
-           "op_error_reason", "span_path", "unreadable_shards"]
+           "op_error_reason", "span_day", "span_path", "unreadable_shards"]

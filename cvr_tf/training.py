@@ -286,16 +286,16 @@ def _data_loss_message(spans: list[str], error: tf.errors.DataLossError) -> str:
     if not unreadable:
         return f"reading the spans failed: {input_lib.op_error_reason(error)}"
     files = "; ".join(f"{path} ({reason})" for path, reason in unreadable.items())
-    days = sorted({_days([os.path.dirname(path)])[0] for path in unreadable})
+    days = sorted({input_lib.span_day(os.path.dirname(path)).isoformat() for path in unreadable})
     return (f"corrupt span file(s): {files}; rebuild the span(s) of {', '.join(days)} with "
             "`python -m pipelines.build_tfrecords --overwrite`, then rerun this command (it "
             "resumes from the run's last backup, if it made one)")
 
 
 def _days(spans: list[str]) -> list[str]:
-    """The ISO days of span directories (``.../span=YYYY-MM-DD``): what a window really held,
-    since a day without a complete span is left out of it with a warning."""
-    return [os.path.basename(span).removeprefix(input_lib.SPAN_PREFIX) for span in spans]
+    """The ISO days of span directories: what a window really held, since a day without a
+    complete span is left out of it with a warning."""
+    return [input_lib.span_day(span).isoformat() for span in spans]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:

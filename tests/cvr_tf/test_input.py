@@ -11,7 +11,14 @@ import pytest
 
 from cvr_tf.compat import tf
 from cvr_tf.features import Feature, default_spec
-from cvr_tf.input import SUCCESS_FILE, SpanSchemaError, list_spans, make_dataset, span_path
+from cvr_tf.input import (
+    SUCCESS_FILE,
+    SpanSchemaError,
+    list_spans,
+    make_dataset,
+    span_day,
+    span_path,
+)
 from pipelines.span_pipeline import build_spans
 from tests.pipelines.log_fixtures import DAYS, START, write_logs
 
@@ -189,3 +196,8 @@ def test_grouped_input_pipelines_share_out_whole_requests(data):
     assert rows == data[2].totals["train_rows"]
     assert all(len(parts_of_request) == 1 for parts_of_request in owners.values())
     assert len({part for parts_of_request in owners.values() for part in parts_of_request}) == 7
+
+
+def test_span_day_inverts_span_path(tmp_path):
+    assert span_day(span_path(tmp_path, START)) == START
+    assert span_day(span_path(tmp_path, START) + os.sep) == START  # a trailing slash too
